@@ -1,0 +1,1 @@
+"""Identity: password and client-credential logins, tokens, lockout, role guards."""

@@ -1,0 +1,186 @@
+"""The `access-audit` command."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.config import Settings
+
+log = logging.getLogger("access_audit")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    code: int = args.run(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="access-audit", description="Record-access decisions and a tamper-evident audit log."
+    )
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="serve the API (migrates an empty database first)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(run=_serve)
+
+    migrate = sub.add_parser("migrate", help="bring the database schema to head")
+    migrate.set_defaults(run=_migrate)
+
+    users = sub.add_parser("users", help="manage users").add_subparsers(metavar="ACTION")
+    add = users.add_parser("add", help="create a user (bootstraps the first admin)")
+    add.add_argument("username")
+    add.add_argument("--role", action="append", required=True, dest="roles")
+    add.add_argument("--facility", action="append", default=[], dest="facilities")
+    add.add_argument("--volunteer", action="store_true")
+    add.add_argument("--full-name")
+    add.add_argument("--password", help="the password, or - to read it from stdin")
+    add.set_defaults(run=_users_add)
+
+    ensure = users.add_parser(
+        "ensure-admin", help="create an `admin` user with a new password if no admin can log in"
+    )
+    ensure.set_defaults(run=_users_ensure_admin)
+
+    policy = sub.add_parser("policy", help="check or test a policy folder")
+    policy_sub = policy.add_subparsers(metavar="ACTION")
+    check = policy_sub.add_parser("check", help="validate a policy folder")
+    check.add_argument("dir", nargs="?", type=Path)
+    check.set_defaults(run=_policy_check)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.db import make_engine
+    from app.migrate import schema_state, upgrade
+
+    settings = Settings()
+    engine = make_engine(settings.database_url)
+    state = schema_state(engine, settings.database_url)
+    engine.dispose()
+    if state == "empty":
+        log.info("empty database: migrating to head first")
+        upgrade(settings.database_url)
+    elif state == "behind":
+        log.error("the database schema is behind the code: run `access-audit migrate` first")
+        return 1
+    uvicorn.run(
+        "app.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=False,
+        log_level="info",
+    )
+    return 0
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from app.migrate import upgrade
+
+    upgrade(Settings().database_url)
+    print("database schema is at head")  # noqa: T201
+    return 0
+
+
+def _users_add(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from app.context import build_context
+    from app.errors import AppError
+    from app.users import service
+    from app.users.schemas import UserCreate
+
+    password = args.password
+    if password == "-":
+        interactive = sys.stdin.isatty()
+        password = getpass.getpass() if interactive else sys.stdin.readline().rstrip("\n")
+    context = build_context(Settings())
+    try:
+        body = UserCreate(
+            username=args.username,
+            full_name=args.full_name or args.username,
+            roles=args.roles,
+            facilities=args.facilities,
+            volunteer=args.volunteer,
+            password=password or None,
+        )
+        with context.writer() as session, session.begin():
+            user = service.create_user(session, context, None, body)
+    except ValidationError as exc:
+        for error in exc.errors():
+            print(f"error: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)  # noqa: T201
+        return 2
+    except AppError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)  # noqa: T201
+        return 2
+    finally:
+        context.engine.dispose()
+    print(f"created {user.username} with roles {', '.join(user.roles)}")  # noqa: T201
+    return 0
+
+
+def _users_ensure_admin(_: argparse.Namespace) -> int:
+    import secrets
+
+    from app.context import build_context
+    from app.users import service
+    from app.users.schemas import UserCreate
+
+    context = build_context(Settings())
+    try:
+        with context.writer() as session, session.begin():
+            admins = service.admins_who_can_log_in(session)
+            if admins:
+                print(f"admin login: {admins[0]} (password as set earlier)")  # noqa: T201
+                return 0
+            password = secrets.token_urlsafe(12)
+            service.create_user(
+                session,
+                context,
+                None,
+                UserCreate(
+                    username="admin", full_name="Administrator", roles=["admin"], password=password
+                ),
+            )
+    finally:
+        context.engine.dispose()
+    print(f"created admin login: admin / {password}  (shown once; change it)")  # noqa: T201
+    return 0
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from app.policy.loader import PolicyLoadError, load_policy
+
+    folder = args.dir or Settings().policy_dir
+    try:
+        policy = load_policy(folder)
+    except PolicyLoadError as exc:
+        print(exc, file=sys.stderr)  # noqa: T201
+        return 1
+    print(  # noqa: T201
+        f"{folder}: valid, version {policy.version}\n"
+        f"  {len(policy.facilities)} facilities, {len(policy.action_category)} actions, "
+        f"{len(policy.role_categories)} mission roles, {len(policy.purposes)} purposes, "
+        f"{len(policy.training_validity_days)} training modules"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

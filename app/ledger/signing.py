@@ -1,0 +1,86 @@
+"""Ed25519 checkpoint signing: key loading, key ids, the signed byte layout."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from app.ledger.canonical import format_timestamp
+
+log = logging.getLogger("access_audit")
+
+CHECKPOINT_PREFIX = "access-audit checkpoint v1"
+
+
+def checkpoint_message(seq: int, hash_hex: str, signed_at: datetime | str, key_id: str) -> bytes:
+    """The exact bytes a checkpoint signature covers (docs/integrity.md)."""
+    stamp = signed_at if isinstance(signed_at, str) else format_timestamp(signed_at)
+    return f"{CHECKPOINT_PREFIX}\n{seq}\n{hash_hex}\n{stamp}\n{key_id}\n".encode("ascii")
+
+
+def key_id_of(public_key: Ed25519PublicKey) -> str:
+    """First 16 hex digits of SHA-256 over the raw 32-byte public key."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_pem(public_key: Ed25519PublicKey) -> str:
+    return public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")
+
+
+def verify_signature(public_key_pem: str, message: bytes, signature_b64: str) -> bool:
+    """True when `signature_b64` is a valid Ed25519 signature of `message`."""
+    key = serialization.load_pem_public_key(public_key_pem.encode("ascii"))
+    if not isinstance(key, Ed25519PublicKey):
+        return False
+    try:
+        key.verify(base64.b64decode(signature_b64, validate=True), message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The service's current signing key."""
+
+    private_key: Ed25519PrivateKey
+    key_id: str
+    public_key_pem: str
+
+    @classmethod
+    def from_key(cls, private_key: Ed25519PrivateKey) -> Signer:
+        public = private_key.public_key()
+        return cls(private_key, key_id_of(public), public_pem(public))
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> Signer:
+        """Load the PEM key at `path`; create it (mode 600) when it does not exist yet."""
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            key = Ed25519PrivateKey.generate()
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            path.write_bytes(pem)
+            path.chmod(0o600)
+            log.warning("created a new checkpoint signing key at %s", path)
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise SystemExit(f"{path} is not an Ed25519 private key")
+        return cls.from_key(loaded)
+
+    def sign(self, message: bytes) -> str:
+        return base64.b64encode(self.private_key.sign(message)).decode("ascii")

@@ -1,0 +1,60 @@
+"""The ASGI application: `app.main:app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import operations
+from app.auth.router import router as auth_router
+from app.config import Settings
+from app.context import AppContext, build_context
+from app.errors import install_handlers
+from app.users.router import router as users_router
+
+DESCRIPTION = """
+Record-access decisions and a tamper-evident audit log for the Guard's administrative
+support mission at ICE-contracted county jails.
+
+* **integration** clients ask for decisions (`POST /v1/decisions`) and report accesses
+  (`POST /v1/events`);
+* **oversight** officers read the log, reports and flags, and review flagged events;
+* **auditors** export signed CSV and verify the log's integrity;
+* **admins** manage users, training records and clients.
+
+Get a token at `POST /v1/auth/token` (use *Authorize* above).
+"""
+
+
+def create_app(settings: Settings | None = None, context: AppContext | None = None) -> FastAPI:
+    """Build the app; the context (database, policy, keys) is built at start-up if not given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = getattr(app.state, "context", None) is None
+        if owned:
+            app.state.context = build_context(settings or Settings())
+        yield
+        if owned:
+            app.state.context.engine.dispose()
+
+    app = FastAPI(
+        title="access-audit",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    if context is not None:
+        app.state.context = context
+    app.state.metrics = operations.Metrics()
+    app.add_middleware(operations.MetricsMiddleware, metrics=app.state.metrics)
+    install_handlers(app)
+    app.include_router(operations.router)
+    app.include_router(auth_router)
+    app.include_router(users_router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,116 @@
+"""Operations: liveness, readiness, Prometheus metrics, and the request-metrics middleware."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.deps import ContextDep
+
+router = APIRouter(tags=["operations"])
+
+
+class Metrics:
+    """The service's own registry (one per app, so tests can build many apps)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "audit_http_requests_total",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "audit_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "audit_access_decisions_total",
+            "Access events judged, by kind and decision",
+            ["kind", "decision"],
+            registry=self.registry,
+        )
+        self.ledger_failures = Counter(
+            "audit_ledger_write_failures_total",
+            "Requests that could not be written to the log",
+            registry=self.registry,
+        )
+
+
+class MetricsMiddleware:
+    """Counts and times every request by its route template (pure ASGI: streams pass through)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], path).observe(
+                time.perf_counter() - started
+            )
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Not ready: see `checks`"}})
+def readyz(context: ContextDep) -> JSONResponse:
+    """Ready when the database answers, the ledger can take its write lock, a policy is loaded."""
+    checks: dict[str, Any] = {"policy": context.policy.version}
+    try:
+        with context.writer() as session:
+            session.execute(text("SELECT 1"))
+            context.ledger.lock(session)
+            session.rollback()
+        checks["database"] = "ok"
+        checks["ledger"] = "writable"
+    except Exception as exc:  # any failure means not ready; say which kind
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    ready = checks.get("ledger") == "writable"
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    """Prometheus text exposition."""
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

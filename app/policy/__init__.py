@@ -1,0 +1,1 @@
+"""The mission policy: loading and validating `policies/`, the compiled evaluator, reasons."""

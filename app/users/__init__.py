@@ -1,0 +1,1 @@
+"""Users (people and actors), their training records, and integration clients."""

@@ -1,0 +1,196 @@
+"""Test fixtures: a real database built by the real migrations, one rolled-back transaction
+per test, and an HTTP client on the real app.
+
+`AUDIT_TEST_DATABASE_URL` picks the server (PostgreSQL in CI's second leg); each run works
+in a database of its own, created here and dropped afterwards, so runs never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.context import AppContext, build_context
+from app.db import make_engine
+from app.deps import get_session
+from app.ledger.service import utcnow
+from app.main import create_app
+from app.migrate import upgrade
+from app.users import service as users_service
+from app.users.models import User
+from app.users.schemas import UserCreate
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery"
+
+
+def _server_url() -> str | None:
+    return os.environ.get("AUDIT_TEST_DATABASE_URL") or None
+
+
+@pytest.fixture(scope="session")
+def new_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], str]]:
+    """A factory of empty, migrated databases; every one is dropped at the end of the run."""
+    server = _server_url()
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"aa_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        if server is None:
+            url = f"sqlite:///{tmp_path_factory.mktemp('db') / (name + '.db')}"
+        else:
+            admin = create_engine(server, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            admin.dispose()
+            url = make_url(server).set(database=name).render_as_string(hide_password=False)
+            created.append(name)
+        upgrade(url)
+        return url
+
+    yield make
+    if server is not None and created:
+        admin = create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            for name in created:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(new_database: Callable[[], str]) -> str:
+    return new_database()
+
+
+def make_settings(database_url: str, key_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "policy_dir": ROOT / "policies",
+        "secret_key": "test-secret-key-that-is-long-enough-0123456789",
+        "signing_key_file": key_dir / "signing.pem",
+        "argon2_time_cost": 1,
+        "argon2_memory_cost": 1024,
+        "ledger_lock_timeout_seconds": 20.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(database_url, tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(settings.database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def shared_context(settings: Settings, engine: Engine) -> AppContext:
+    return build_context(settings, engine)
+
+
+@pytest.fixture
+def context(shared_context: AppContext) -> Iterator[AppContext]:
+    """The app context; a test may set `context.clock`, which is reset afterwards."""
+    yield shared_context
+    shared_context.clock = utcnow
+
+
+def fixed_clock(at: datetime) -> Callable[[], datetime]:
+    return lambda: at
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    """A session inside a transaction that is rolled back after the test."""
+    connection = engine.connect()
+    outer = connection.begin()
+    session = Session(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    yield session
+    session.close()
+    outer.rollback()
+    connection.close()
+
+
+@pytest.fixture
+def client(context: AppContext, session: Session) -> Iterator[TestClient]:
+    app = create_app(context=context)
+
+    def test_session() -> Iterator[Session]:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+    app.dependency_overrides[get_session] = test_session
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def make_user(
+    session: Session,
+    context: AppContext,
+    username: str,
+    roles: list[str],
+    facilities: list[str] | None = None,
+    volunteer: bool = True,
+    password: str | None = PASSWORD,
+) -> User:
+    body = UserCreate(
+        username=username,
+        full_name=username.title(),
+        roles=roles,
+        facilities=facilities or [],
+        volunteer=volunteer,
+        password=password,
+    )
+    user = users_service.create_user(session, context, None, body)
+    session.flush()
+    return user
+
+
+def token(client: TestClient, username: str, password: str = PASSWORD) -> dict[str, str]:
+    """Authorization header for a user, through the real token endpoint."""
+    response = client.post(
+        "/v1/auth/token",
+        data={"grant_type": "password", "username": username, "password": password},
+    )
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+@pytest.fixture
+def as_role(
+    client: TestClient, session: Session, context: AppContext
+) -> Callable[[str], dict[str, str]]:
+    """Headers for a fresh user holding one service role."""
+
+    def headers(role: str) -> dict[str, str]:
+        username = f"{role}.{uuid.uuid4().hex[:6]}"
+        make_user(session, context, username, [role])
+        return token(client, username)
+
+    return headers
+
+
+def at(text_value: str) -> datetime:
+    """A UTC datetime from an ISO string with offset."""
+    return datetime.fromisoformat(text_value).astimezone(UTC)

@@ -1,0 +1,134 @@
+"""The ledger's append path: chaining, the database refusing changes, concurrent appends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from app.context import AppContext, build_context
+from app.ledger.canonical import GENESIS_HASH, canonical_bytes, chain_hash
+from app.ledger.models import Checkpoint, Event
+from app.ledger.service import NewEvent
+from app.main import create_app
+from app.users import service as users_service
+from app.users.schemas import UserCreate
+from tests.conftest import PASSWORD, make_settings
+
+
+def _append(session: Session, context: AppContext, n: int) -> None:
+    now = context.clock()
+    context.ledger.append(
+        session,
+        now,
+        [NewEvent(kind="admin", actor="system", action="test", details={"i": i}) for i in range(n)],
+    )
+    session.flush()
+
+
+def test_appends_chain_hashes_over_canonical_form(session: Session, context: AppContext) -> None:
+    _append(session, context, 3)
+    events = session.scalars(select(Event).order_by(Event.seq)).all()
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    prev = GENESIS_HASH
+    for event in events:
+        row = {c: getattr(event, c) for c in Event.__table__.columns.keys()}
+        assert event.prev_hash == prev
+        assert event.hash == chain_hash(prev, canonical_bytes(row))
+        prev = event.hash
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET actor = 'someone else'",
+        "DELETE FROM events",
+        "UPDATE checkpoints SET seq = 1",
+        "DELETE FROM checkpoints",
+    ],
+)
+def test_database_refuses_update_and_delete(
+    session: Session, context: AppContext, statement: str
+) -> None:
+    _append(session, context, context.ledger.checkpoint_interval)  # also signs a checkpoint
+    assert session.scalar(select(Checkpoint.seq).limit(1)) is not None
+    nested = session.begin_nested()
+    with pytest.raises(DBAPIError, match="append-only"):
+        session.execute(text(statement))
+    nested.rollback()
+    assert session.scalar(select(Event.seq).limit(1)) is not None
+
+
+def test_postgres_refuses_truncate(session: Session, context: AppContext) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("TRUNCATE exists on PostgreSQL only")
+    _append(session, context, 1)
+    nested = session.begin_nested()
+    with pytest.raises(DBAPIError, match="append-only"):
+        session.execute(text("TRUNCATE events"))
+    nested.rollback()
+
+
+def test_checkpoint_signed_at_every_interval(session: Session, context: AppContext) -> None:
+    interval = context.ledger.checkpoint_interval
+    _append(session, context, interval * 2 + 5)
+    head = session.scalar(select(Event.seq).order_by(Event.seq.desc()).limit(1))
+    assert head is not None
+    seqs = set(session.scalars(select(Checkpoint.seq)))
+    assert {s for s in range(1, head + 1) if s % interval == 0} <= seqs
+
+
+def test_twenty_concurrent_logins_leave_one_gap_free_chain(
+    new_database: Callable[[], str], tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    url = new_database()
+    context = build_context(make_settings(url, Path(str(tmp_path))))
+    with context.writer() as session, session.begin():
+        for i in range(5):
+            users_service.create_user(
+                session,
+                context,
+                None,
+                UserCreate(
+                    username=f"officer.{i}",
+                    full_name="Officer",
+                    roles=["oversight"],
+                    password=PASSWORD,
+                ),
+            )
+    app = create_app(context=context)
+    with TestClient(app) as client:
+
+        def login(i: int) -> int:
+            password = PASSWORD if i % 3 else "wrong password!!"
+            return client.post(
+                "/v1/auth/token",
+                data={
+                    "grant_type": "password",
+                    "username": f"officer.{i % 5}",
+                    "password": password,
+                },
+            ).status_code
+
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            codes = list(pool.map(login, range(20)))
+    assert sorted(set(codes)) == [200, 401]
+    with context.reader() as session:
+        events = session.scalars(select(Event).order_by(Event.seq)).all()
+    logins = [e for e in events if e.kind == "login"]
+    assert len(logins) == 20
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    prev = GENESIS_HASH
+    for event in events:
+        row = {c: getattr(event, c) for c in Event.__table__.columns.keys()}
+        assert event.prev_hash == prev
+        assert event.hash == chain_hash(prev, canonical_bytes(row))
+        prev = event.hash
+    context.engine.dispose()
