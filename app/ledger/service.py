@@ -17,6 +17,10 @@ from app.ledger.canonical import GENESIS_HASH, canonical_bytes, chain_hash
 from app.ledger.signing import Signer, checkpoint_message
 
 SESSION_LOCKED = "ledger_locked"
+NULLABLE_TEXT = (
+    "actor", "action", "action_category", "record_type", "record_id", "facility", "purpose",
+    "justification", "source", "client_event_id", "policy_version", "workstation", "source_ip",
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -91,7 +95,7 @@ class Ledger:
         appended: list[Appended] = []
         for event in events:
             seq += 1
-            row = {
+            row: dict[str, Any] = {
                 "seq": seq,
                 "event_id": str(uuid.uuid4()),
                 "kind": event.kind,
@@ -117,6 +121,10 @@ class Ledger:
                 "source_ip": event.source_ip,
                 "details": event.details,
             }
+            # An empty string would read back as null from a CSV cell; store it as null.
+            for name in NULLABLE_TEXT:
+                if row[name] == "":
+                    row[name] = None
             digest = chain_hash(prev, canonical_bytes(row))
             row["prev_hash"] = prev
             row["hash"] = digest

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -48,6 +51,12 @@ def verify_signature(public_key_pem: str, message: bytes, signature_b64: str) ->
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def manifest_message(manifest: Mapping[str, Any]) -> bytes:
+    """The bytes an export manifest's signature covers: canonical JSON without `signature`."""
+    body = {k: v for k, v in manifest.items() if k != "signature"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass(frozen=True)
