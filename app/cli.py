@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     check = policy_sub.add_parser("check", help="validate a policy folder")
     check.add_argument("dir", nargs="?", type=Path)
     check.set_defaults(run=_policy_check)
+    cases = policy_sub.add_parser("test", help="run the decision cases in DIR/tests/")
+    cases.add_argument("dir", nargs="?", type=Path)
+    cases.set_defaults(run=_policy_test)
     return parser
 
 
@@ -180,6 +183,20 @@ def _policy_check(args: argparse.Namespace) -> int:
         f"{len(policy.training_validity_days)} training modules"
     )
     return 0
+
+
+def _policy_test(args: argparse.Namespace) -> int:
+    from app.policy.cases import run_cases, table
+    from app.policy.loader import PolicyLoadError, load_policy
+
+    folder = args.dir or Settings().policy_dir
+    try:
+        results = run_cases(load_policy(folder), folder)
+    except PolicyLoadError as exc:
+        print(exc, file=sys.stderr)  # noqa: T201
+        return 1
+    print(table(results))  # noqa: T201
+    return 0 if results and all(r.passed for r in results) else 1
 
 
 if __name__ == "__main__":

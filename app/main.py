@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import operations
+from app.access.router import router as access_router
 from app.auth.router import router as auth_router
 from app.config import Settings
 from app.context import AppContext, build_context
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(operations.router)
     app.include_router(auth_router)
     app.include_router(users_router)
+    app.include_router(access_router)
     return app
 
 

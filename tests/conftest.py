@@ -133,6 +133,9 @@ def client(context: AppContext, session: Session) -> Iterator[TestClient]:
     app = create_app(context=context)
 
     def test_session() -> Iterator[Session]:
+        # Each request is its own transaction on top of what the test set up (a savepoint),
+        # so a request that fails rolls back only its own work.
+        session.commit()
         try:
             yield session
             session.commit()
@@ -194,3 +197,48 @@ def as_role(
 def at(text_value: str) -> datetime:
     """A UTC datetime from an ISO string with offset."""
     return datetime.fromisoformat(text_value).astimezone(UTC)
+
+
+def make_actor(
+    session: Session,
+    context: AppContext,
+    username: str,
+    roles: list[str],
+    facilities: list[str],
+    *,
+    volunteer: bool = True,
+    trained_on: str | None = "2025-09-15",
+) -> User:
+    """A mission actor (no password) with every required module completed on `trained_on`."""
+    user = make_user(session, context, username, roles, facilities, volunteer, password=None)
+    if trained_on is not None:
+        from datetime import date
+
+        from app.users.models import Training
+
+        completed = date.fromisoformat(trained_on)
+        for module in context.policy.required_training:
+            session.add(Training(
+                user_id=user.id, module=module, completed_on=completed,
+                expires_on=context.policy.training_expiry(module, completed),
+                recorded_at=utcnow(), recorded_by="test",
+            ))  # fmt: skip
+        session.flush()
+        session.refresh(user, ["training"])
+    return user
+
+
+@pytest.fixture
+def integration(client: TestClient, session: Session, context: AppContext) -> dict[str, str]:
+    """Headers for a registered integration client (client-credentials grant)."""
+    from app.users.schemas import ClientCreate
+
+    registered, secret = users_service.create_client(
+        session, context, None, ClientCreate(name="Case management")
+    )
+    response = client.post("/v1/auth/token", data={
+        "grant_type": "client_credentials", "client_id": registered.client_id,
+        "client_secret": secret,
+    })  # fmt: skip
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}

@@ -28,6 +28,8 @@ GUARDED: list[tuple[str, str, set[str]]] = [
     ("POST", "/v1/clients", {"admin"}),
     ("GET", "/v1/clients", {"admin"}),
     ("PATCH", "/v1/clients/{client_id}", {"admin"}),
+    ("POST", "/v1/decisions", {"integration"}),
+    ("POST", "/v1/events", {"integration"}),
 ]
 PUBLIC = {("POST", "/v1/auth/token")}
 

@@ -71,13 +71,14 @@ class Ledger:
 
     def lock(self, session: Session) -> None:
         """Take the append lock for the rest of this transaction (idempotent)."""
-        if session.info.get(SESSION_LOCKED):
+        transaction = session.get_transaction()
+        if transaction is not None and session.info.get(SESSION_LOCKED) is transaction:
             return
         try:
             repository.lock_for_append(session, self.lock_timeout)
         except DBAPIError as exc:
             raise LedgerUnavailable("the audit log is busy or unavailable; try again") from exc
-        session.info[SESSION_LOCKED] = True
+        session.info[SESSION_LOCKED] = session.get_transaction()
 
     def append(self, session: Session, now: datetime, events: Sequence[NewEvent]) -> list[Appended]:
         """Chain and insert `events` in order, recorded at `now`.

@@ -1,0 +1,1 @@
+"""Decisions and reported access events: evaluate, flag, append."""

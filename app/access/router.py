@@ -1,0 +1,48 @@
+"""POST /v1/decisions and POST /v1/events (integration clients)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from app.access import service
+from app.access.schemas import BatchResult, DecisionRequest, DecisionResult, EventBatch
+from app.deps import ContextDep, IntegrationDep, SessionDep, client_address
+from app.errors import Problem
+
+router = APIRouter(prefix="/v1", tags=["access"])
+
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": Problem, "description": "The log cannot be written: nothing is allowed"}
+}
+
+
+@router.post("/decisions", response_model=DecisionResult, responses=UNAVAILABLE)
+def decide(
+    body: DecisionRequest,
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    caller: IntegrationDep,
+) -> DecisionResult:
+    """Ask before an access: allow or deny with every reason; the decision is logged first."""
+    result = service.decide(session, context, caller, body, client_address(request))
+    request.app.state.metrics.decisions.labels("decision", result.decision).inc()
+    return result
+
+
+@router.post("/events", response_model=BatchResult, responses=UNAVAILABLE)
+def report_events(
+    body: EventBatch,
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    caller: IntegrationDep,
+) -> BatchResult:
+    """Report 1-1000 accesses that happened; judged as of `occurred_at`, all or nothing."""
+    results = service.report(session, context, caller, body, client_address(request))
+    for result in results:
+        if not result.duplicate:
+            request.app.state.metrics.decisions.labels("report", result.decision).inc()
+    return BatchResult(results=results)
