@@ -25,7 +25,7 @@ install-test: $(VENV)/.installed-test
 ## run: install, migrate the SQLite database, load the demo on first run, serve on :8000
 run: install
 	$(BIN)/access-audit migrate
-	$(BIN)/access-audit users ensure-admin
+	$(BIN)/access-audit demo --if-empty
 	$(BIN)/access-audit serve --host $(HOST) --port $(PORT)
 
 ## test: install with the test extra and run the suite (AUDIT_TEST_DATABASE_URL picks PostgreSQL)

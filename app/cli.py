@@ -55,6 +55,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     ensure.set_defaults(run=_users_ensure_admin)
 
+    demo = sub.add_parser("demo", help="load a year of realistic demo data (empty database)")
+    demo.add_argument(
+        "--if-empty",
+        action="store_true",
+        help="skip loading when the database already has users; print logins",
+    )
+    demo.add_argument("--seed", type=int, default=2025)
+    demo.add_argument("--scale", type=float, default=1.0, help="multiply the daily volume")
+    demo.set_defaults(run=_demo)
+
     policy = sub.add_parser("policy", help="check or test a policy folder")
     policy_sub = policy.add_subparsers(metavar="ACTION")
     check = policy_sub.add_parser("check", help="validate a policy folder")
@@ -97,7 +107,7 @@ def _migrate(_: argparse.Namespace) -> int:
     from app.migrate import upgrade
 
     upgrade(Settings().database_url)
-    print("database schema is at head")  # noqa: T201
+    print("database schema is at head")
     return 0
 
 
@@ -127,14 +137,14 @@ def _users_add(args: argparse.Namespace) -> int:
             user = service.create_user(session, context, None, body)
     except ValidationError as exc:
         for error in exc.errors():
-            print(f"error: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)  # noqa: T201
+            print(f"error: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
         return 2
     except AppError as exc:
-        print(f"error: {exc.detail}", file=sys.stderr)  # noqa: T201
+        print(f"error: {exc.detail}", file=sys.stderr)
         return 2
     finally:
         context.engine.dispose()
-    print(f"created {user.username} with roles {', '.join(user.roles)}")  # noqa: T201
+    print(f"created {user.username} with roles {', '.join(user.roles)}")
     return 0
 
 
@@ -150,7 +160,7 @@ def _users_ensure_admin(_: argparse.Namespace) -> int:
         with context.writer() as session, session.begin():
             admins = service.admins_who_can_log_in(session)
             if admins:
-                print(f"admin login: {admins[0]} (password as set earlier)")  # noqa: T201
+                print(f"admin login: {admins[0]} (password as set earlier)")
                 return 0
             password = secrets.token_urlsafe(12)
             service.create_user(
@@ -163,7 +173,47 @@ def _users_ensure_admin(_: argparse.Namespace) -> int:
             )
     finally:
         context.engine.dispose()
-    print(f"created admin login: admin / {password}  (shown once; change it)")  # noqa: T201
+    print(f"created admin login: admin / {password}  (shown once; change it)")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from app import demo
+    from app.context import build_context
+
+    context = build_context(Settings())
+    try:
+        if demo.already_loaded(context):
+            if not args.if_empty:
+                print(
+                    "error: the database already has users; the demo loads into an empty "
+                    "database (use --if-empty to just print the logins)",
+                    file=sys.stderr,
+                )
+                return 1
+        else:
+            demo.load(
+                context,
+                seed=args.seed,
+                scale=args.scale,
+                progress=lambda line: print(line, file=sys.stderr),
+            )
+        facts = demo.summary(context)
+    finally:
+        context.engine.dispose()
+    print(f"\n{facts['events']} events in the log, {facts['denied']} access attempts denied.")
+    if not facts["demo"]:
+        print("(this database was not loaded by the demo: use your own logins)")
+        return 0
+    print("Demo logins (development only: these passwords are public):")
+    for username, _, roles in demo.LOGINS:
+        print(f"  {roles[0]:<10} {username:<15} {demo.DEMO_PASSWORD}")
+    if facts["client"]:
+        client = facts["client"]
+        print(
+            f"  integration client_id={client['client_id']} client_secret={client['client_secret']}"
+        )
+    print("Sign in at /docs (Authorize) or /dashboard.")
     return 0
 
 
@@ -174,9 +224,9 @@ def _policy_check(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(folder)
     except PolicyLoadError as exc:
-        print(exc, file=sys.stderr)  # noqa: T201
+        print(exc, file=sys.stderr)
         return 1
-    print(  # noqa: T201
+    print(
         f"{folder}: valid, version {policy.version}\n"
         f"  {len(policy.facilities)} facilities, {len(policy.action_category)} actions, "
         f"{len(policy.role_categories)} mission roles, {len(policy.purposes)} purposes, "
@@ -193,9 +243,9 @@ def _policy_test(args: argparse.Namespace) -> int:
     try:
         results = run_cases(load_policy(folder), folder)
     except PolicyLoadError as exc:
-        print(exc, file=sys.stderr)  # noqa: T201
+        print(exc, file=sys.stderr)
         return 1
-    print(table(results))  # noqa: T201
+    print(table(results))
     return 0 if results and all(r.passed for r in results) else 1
 
 

@@ -33,11 +33,14 @@ class Settings(BaseSettings):
     argon2_memory_cost: int = Field(default=65_536, ge=8)
     # How long an append waits for the ledger lock before failing (fail fast, never hang).
     ledger_lock_timeout_seconds: float = Field(default=10.0, gt=0)
-    log_level: str = "INFO"
+    # Folder for development-only generated files (keys, demo client); see `state_path`.
+    state_dir: Path | None = None
 
     @cached_property
-    def state_dir(self) -> Path:
-        """Where development secrets are kept: beside a SQLite file, else the working dir."""
+    def state_path(self) -> Path:
+        """Where development secrets are kept: AUDIT_STATE_DIR, beside a SQLite file, or here."""
+        if self.state_dir is not None:
+            return self.state_dir
         url = make_url(self.database_url)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             return Path(url.database).resolve().parent
@@ -50,7 +53,7 @@ class Settings(BaseSettings):
             if len(self.secret_key) < 32:
                 raise SystemExit("AUDIT_SECRET_KEY must be at least 32 characters")
             return self.secret_key
-        path = self.state_dir / ".access_audit_secret_key"
+        path = self.state_path / ".access_audit_secret_key"
         if not path.exists():
             path.write_text(secrets.token_urlsafe(48))
             path.chmod(0o600)
@@ -66,7 +69,7 @@ class Settings(BaseSettings):
         """The Ed25519 checkpoint key file: configured, or generated beside the database (dev)."""
         if self.signing_key_file is not None:
             return self.signing_key_file
-        path = self.state_dir / ".access_audit_signing_key.pem"
+        path = self.state_path / ".access_audit_signing_key.pem"
         log.warning(
             "AUDIT_SIGNING_KEY_FILE is not set: using the development key %s "
             "(set AUDIT_SIGNING_KEY_FILE in production)",

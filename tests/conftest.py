@@ -78,6 +78,7 @@ def make_settings(database_url: str, key_dir: Path, **overrides: object) -> Sett
         "policy_dir": ROOT / "policies",
         "secret_key": "test-secret-key-that-is-long-enough-0123456789",
         "signing_key_file": key_dir / "signing.pem",
+        "state_dir": key_dir,
         "argon2_time_cost": 1,
         "argon2_memory_cost": 1024,
         "ledger_lock_timeout_seconds": 20.0,

@@ -47,6 +47,10 @@ def check_facilities(policy: CompiledPolicy, facilities: list[str]) -> list[str]
     return sorted(set(facilities), key=facilities.index)
 
 
+def get_user_or_none(session: Session, username: str) -> User | None:
+    return repository.user_by_username(session, username)
+
+
 def get_user(session: Session, username: str) -> User:
     user = repository.user_by_username(session, username)
     if user is None:
