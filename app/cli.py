@@ -18,6 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # we say what migrating did
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
@@ -73,6 +74,21 @@ def _parser() -> argparse.ArgumentParser:
     cases = policy_sub.add_parser("test", help="run the decision cases in DIR/tests/")
     cases.add_argument("dir", nargs="?", type=Path)
     cases.set_defaults(run=_policy_test)
+
+    export = sub.add_parser("export", help="write the events CSV (recorded as an export event)")
+    export.add_argument("--out", required=True, type=Path, help="the CSV file to write")
+    export.add_argument("--manifest", type=Path, help="also write the signed manifest (JSON)")
+    for name in EXPORT_FILTERS:
+        export.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=name.upper())
+    export.set_defaults(run=_export)
+
+    verify = sub.add_parser(
+        "verify", help="check the chain and its signed checkpoints (exit 1 on the first break)"
+    )
+    verify.add_argument("--from-seq", type=int, metavar="N", help="first seq to check")
+    verify.add_argument("--to-seq", type=int, metavar="N", help="last seq to check")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify.set_defaults(run=_verify)
     return parser
 
 
@@ -247,6 +263,111 @@ def _policy_test(args: argparse.Namespace) -> int:
         return 1
     print(table(results))
     return 0 if results and all(r.passed for r in results) else 1
+
+
+EXPORT_FILTERS = (
+    "actor", "action", "category", "facility", "record_type", "record_id", "decision",
+    "purpose", "kind", "flag", "since", "until",
+)  # fmt: skip
+
+
+def _export(args: argparse.Namespace) -> int:
+    import json
+
+    from pydantic import ValidationError
+
+    from app.context import build_context
+    from app.deps import SessionFactories
+    from app.errors import AppError
+    from app.reports import exports
+    from app.reports.schemas import EventFilters
+
+    given = {name: getattr(args, name) for name in EXPORT_FILTERS if getattr(args, name)}
+    try:
+        filters = EventFilters(**given)
+    except ValidationError as exc:
+        for error in exc.errors():
+            print(f"error: --{error['loc'][0]}: {error['msg']}", file=sys.stderr)
+        return 2
+    interactive = sys.stderr.isatty()
+
+    def progress(rows: int) -> None:
+        # Every batch on a terminal (one line, rewritten); every 100,000 rows in a log.
+        if interactive:
+            print(f"\r{rows:,} rows written", end="", file=sys.stderr, flush=True)
+        elif rows % 100_000 == 0:
+            print(f"{rows:,} rows written", file=sys.stderr, flush=True)
+
+    context = build_context(Settings())
+    sessions = SessionFactories(context.reader, context.writer)
+    try:
+        with args.out.open("wb") as out:
+            export = exports.write_events_csv(context, sessions, filters, out, progress)
+        if interactive:
+            print(file=sys.stderr)
+        if args.manifest:
+            with context.reader() as session:
+                manifest = exports.manifest(session, context, sessions, export.export_id)
+            args.manifest.write_text(json.dumps(manifest.model_dump(), indent=2) + "\n")
+    except AppError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    finally:
+        context.engine.dispose()
+    print(f"{export.rows:,} rows written to {args.out}")
+    print(f"export {export.export_id}  sha256 {export.sha256}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    import time
+
+    from app.db import make_engine, session_factories
+    from app.ledger.verify import verify_chain
+
+    if (args.from_seq is not None and args.from_seq < 1) or (
+        args.to_seq is not None and args.to_seq < 1
+    ):
+        print("error: --from-seq and --to-seq start at 1", file=sys.stderr)
+        return 2
+    if args.from_seq is not None and args.to_seq is not None and args.from_seq > args.to_seq:
+        print("error: --from-seq is greater than --to-seq", file=sys.stderr)
+        return 2
+    interactive = sys.stderr.isatty()
+    started = time.perf_counter()
+
+    def progress(events: int) -> None:
+        # Every batch on a terminal (one line, rewritten); every 100,000 events in a log.
+        rate = events / max(time.perf_counter() - started, 1e-9)
+        if interactive:
+            print(f"\r{events:,} events verified ({rate:,.0f}/s)", end="", file=sys.stderr)
+        elif events % 100_000 == 0:
+            print(f"{events:,} events verified ({rate:,.0f}/s)", file=sys.stderr, flush=True)
+
+    engine = make_engine(Settings().database_url)
+    reader, _ = session_factories(engine)
+    try:
+        with reader() as session:
+            result = verify_chain(
+                session, from_seq=args.from_seq, to_seq=args.to_seq, progress=progress
+            )
+    finally:
+        engine.dispose()
+    seconds = time.perf_counter() - started
+    if interactive:
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps({**dataclasses.asdict(result), "seconds": round(seconds, 3)}))
+    elif result.valid:
+        print(
+            f"valid: {result.checked:,} events and {result.checkpoints_checked:,} checkpoints "
+            f"verified in {seconds:.1f} s; head seq {result.head_seq} hash {result.head_hash}"
+        )
+    else:
+        print(f"INVALID at seq {result.first_invalid_seq}: {result.problem}")
+    return 0 if result.valid else 1
 
 
 if __name__ == "__main__":
