@@ -361,9 +361,14 @@ def _verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**dataclasses.asdict(result), "seconds": round(seconds, 3)}))
     elif result.valid:
+        head = (
+            f"head seq {result.head_seq} hash {result.head_hash}"
+            if result.head_seq is not None
+            else "the log is empty"
+        )
         print(
             f"valid: {result.checked:,} events and {result.checkpoints_checked:,} checkpoints "
-            f"verified in {seconds:.1f} s; head seq {result.head_seq} hash {result.head_hash}"
+            f"verified in {seconds:.1f} s; {head}"
         )
     else:
         print(f"INVALID at seq {result.first_invalid_seq}: {result.problem}")

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
+from weakref import WeakKeyDictionary
 
+import anyio
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from app.auth.roles import Role
 from app.context import AppContext
-from app.errors import Forbidden, Unauthorized
+from app.errors import Forbidden, LedgerUnavailable, Unauthorized
 from app.users import repository as users_repo
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
+    # async (as `guard` below): a plain function dependency costs a threadpool round trip.
     context: AppContext = request.app.state.context
     return context
 
@@ -26,25 +33,95 @@ def get_context(request: Request) -> AppContext:
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-def get_session(request: Request, context: ContextDep) -> Iterator[Session]:
+async def get_session(request: Request, context: ContextDep) -> AsyncIterator[Session]:
     """One transaction per request: committed when the handler returns, else rolled back.
 
     Requests that may write get a writer session (on SQLite it holds the write lock from
-    BEGIN, so ledger appends queue instead of failing).
+    BEGIN, so ledger appends queue instead of failing). Opening a session does no I/O, so
+    this runs on the event loop; only a commit or rollback with work to do goes to the
+    threadpool (a handler that committed itself leaves nothing, and costs no hop).
     """
-    factory = context.reader if request.method in READ_METHODS else context.writer
-    with factory() as session:
+    writes = request.method not in READ_METHODS
+    factory = context.writer if writes else context.reader
+    async with _writer_turn(context, writes):
+        session = factory()
         try:
             yield session
-            session.commit()
         except BaseException:
-            session.rollback()
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(_end, session, False)
             raise
+        if session.in_transaction():
+            await run_in_threadpool(_end, session, True)
+        else:
+            session.close()
+
+
+def _end(session: Session, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
+
+
+# One lock per event loop and engine (a lock must not outlive or cross its loop).
+_sqlite_writers: WeakKeyDictionary[
+    asyncio.AbstractEventLoop, WeakKeyDictionary[Engine, asyncio.Lock]
+] = WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def _writer_turn(context: AppContext, writes: bool) -> AsyncIterator[None]:
+    """On SQLite, this process's writers queue on a lock of its own before BEGIN IMMEDIATE.
+
+    SQLite's busy handler sleeps in growing steps (up to 100 ms) while another connection
+    holds the write lock, so threads waiting inside it turn a queue into a trickle (and a
+    p99 of seconds); a lock hands over at once. Other processes still queue in SQLite.
+    """
+    engine = context.engine
+    if not writes or engine.dialect.name != "sqlite":
+        yield
+        return
+    locks = _sqlite_writers.setdefault(asyncio.get_running_loop(), WeakKeyDictionary())
+    lock = locks.setdefault(engine, asyncio.Lock())  # on the loop's own thread: no race
+    try:
+        await asyncio.wait_for(lock.acquire(), context.settings.ledger_lock_timeout_seconds)
+    except TimeoutError:
+        raise LedgerUnavailable("the audit log is busy or unavailable; try again") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
+
+@dataclass(frozen=True, slots=True)
+class SessionFactories:
+    """Sessions a handler opens itself, outside the request's transaction.
+
+    A streamed body outlives the request's session, and a GET that must also write (an
+    export's audit event, a checkpoint signed on demand) needs a writer of its own.
+    """
+
+    reader: Callable[[], Session]
+    writer: Callable[[], Session]
+
+
+async def get_session_factories(context: ContextDep) -> SessionFactories:
+    return SessionFactories(context.reader, context.writer)
+
+
+SessionFactoriesDep = Annotated[SessionFactories, Depends(get_session_factories)]
+
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
+
+
+INTEGRATION_ROLES = frozenset({Role.integration.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +143,9 @@ def get_principal(
         raise Unauthorized("not authenticated")
     claims = context.tokens.read(token)
     if claims.kind == "client":
-        client = users_repo.client_by_client_id(session, claims.subject)
-        if client is None or not client.active:
+        if not users_repo.client_is_active(session, claims.subject):
             raise Unauthorized("invalid or expired token")
-        return Principal("client", client.client_id, frozenset({Role.integration.value}))
+        return Principal("client", claims.subject, INTEGRATION_ROLES)
     user = users_repo.user_by_username(session, claims.subject)
     if user is None or not user.active or user.password_hash is None:
         raise Unauthorized("invalid or expired token")
@@ -79,11 +155,11 @@ def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require(*roles: Role) -> Callable[[Principal], Principal]:
+def require(*roles: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
     """A dependency that lets through principals holding any of `roles`, else 403."""
     wanted = frozenset(role.value for role in roles)
 
-    def guard(principal: PrincipalDep) -> Principal:
+    async def guard(principal: PrincipalDep) -> Principal:
         if principal.roles.isdisjoint(wanted):
             raise Forbidden(f"requires one of the roles: {', '.join(sorted(wanted))}")
         return principal

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,7 +13,11 @@ from app.access.router import router as access_router
 from app.auth.router import router as auth_router
 from app.config import Settings
 from app.context import AppContext, build_context
+from app.dashboard.router import router as dashboard_router
 from app.errors import install_handlers
+from app.ledger.router import router as integrity_router
+from app.ledger.service import publish_signing_key
+from app.reports.router import router as reports_router
 from app.users.router import router as users_router
 
 DESCRIPTION = """
@@ -37,6 +42,10 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         owned = getattr(app.state, "context", None) is None
         if owned:
             app.state.context = build_context(settings or Settings())
+            publish_signing_key(app.state.context.writer, app.state.context.ledger)
+            # What start-up built lives as long as the process: keep the cyclic collector
+            # from re-scanning it in every full collection (they stall list requests).
+            gc.freeze()
         yield
         if owned:
             app.state.context.engine.dispose()
@@ -55,7 +64,10 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(operations.router)
     app.include_router(auth_router)
     app.include_router(users_router)
+    app.include_router(integrity_router)
     app.include_router(access_router)
+    app.include_router(reports_router)
+    app.include_router(dashboard_router)
     return app
 
 

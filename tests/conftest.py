@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.context import AppContext, build_context
 from app.db import make_engine
-from app.deps import get_session
+from app.deps import SessionFactories, get_session, get_session_factories
 from app.ledger.service import utcnow
 from app.main import create_app
 from app.migrate import upgrade
@@ -144,7 +144,19 @@ def client(context: AppContext, session: Session) -> Iterator[TestClient]:
             session.rollback()
             raise
 
+    def side_session() -> Session:
+        # Sessions a handler opens itself (streamed exports, their audit events) join the
+        # test's transaction too, through savepoints of their own.
+        return Session(
+            bind=session.connection(),
+            join_transaction_mode="create_savepoint",
+            expire_on_commit=False,
+        )
+
     app.dependency_overrides[get_session] = test_session
+    app.dependency_overrides[get_session_factories] = lambda: SessionFactories(
+        side_session, side_session
+    )
     with TestClient(app) as test_client:
         yield test_client
 
@@ -243,3 +255,37 @@ def integration(client: TestClient, session: Session, context: AppContext) -> di
     })  # fmt: skip
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def record_access(
+    session: Session,
+    context: AppContext,
+    *,
+    occurred_at: datetime,
+    actor: str = "sgt.miller",
+    roles: Sequence[str] = ("guard_clerk",),
+    action: str = "read_case",
+    record_id: str = "GRN-2025-00042",
+    facility: str = "greene",
+    purpose: str = "records_request",
+    decision: str = "allow",
+    reasons: Sequence[str] = (),
+    flags: Sequence[str] = (),
+    kind: str = "decision",
+    justification: str | None = None,
+    break_glass: bool = False,
+) -> int:
+    """Append an access event shaped like the access endpoints' ones; returns its seq."""
+    from app.ledger.service import NewEvent
+
+    [appended] = context.ledger.append(session, context.clock(), [NewEvent(
+        kind=kind, occurred_at=occurred_at, actor=actor, actor_roles=list(roles),
+        action=action, action_category=context.policy.action_category.get(action),
+        record_type="detainee_case", record_id=record_id, facility=facility, purpose=purpose,
+        justification=justification, break_glass=break_glass, decision=decision,
+        reasons=list(reasons), flags=list(flags), source="cli_test", workstation="WS-01",
+        policy_version=context.policy.version,
+        details={"reasons": [{"code": c, "message": f"why: {c}"} for c in reasons]},
+    )])  # fmt: skip
+    session.flush()
+    return appended.seq

@@ -36,7 +36,8 @@ def test_demo_loads_a_year_of_the_mission(new_database: Callable[[], str], tmp_p
     assert reasons["enforcement_action_forbidden"] == len(demo.CREEP)
     assert reasons["training_expired"] > 0  # spc.dawson, before her training was renewed
     assert reasons["not_volunteer"] > 0
-    assert reasons["outside_mission_window"] > 0 and reasons["facility_not_live"] > 0
+    assert reasons["outside_mission_window"] > 0
+    assert reasons["facility_not_live"] > 0
     assert set(flags) == {"break_glass", "after_hours", "volume_spike", "policy_violation",
                           "late_report"}  # fmt: skip
     assert 0.005 < sum(e.decision == "deny" for e in access) / len(access) < 0.2
@@ -52,5 +53,6 @@ def test_demo_loads_a_year_of_the_mission(new_database: Callable[[], str], tmp_p
         assert event.hash == chain_hash(prev, canonical_bytes(row))
         prev = event.hash
     facts = demo.summary(context)
-    assert facts["demo"] and facts["client"]["client_id"].startswith("cli_")
+    assert facts["demo"]
+    assert facts["client"]["client_id"].startswith("cli_")
     context.engine.dispose()

@@ -4,14 +4,37 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
+from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from app.ledger.models import Event
 
 ACCESS_KINDS = ("decision", "report")
+WINDOWS_PER_QUERY = 100
 Touch = tuple[datetime, str | None, str | None]
+
+# Core columns, not ORM attributes: these rows are read on every decision and report.
+_e = Event.metadata.tables[Event.__tablename__].c
+
+
+@cache
+def _windows_query(n: int) -> Select[Any]:
+    """Access events in n (actor, since, until) windows, one OR branch each; built once per
+    n, so a decision (n = 1) or a batch pays neither building nor cache-key generation."""
+    at = _e.occurred_at
+    # No condition on `kind` here: with one, SQLite (no statistics) walks the kind index
+    # over every access event ever logged instead of one index range per window.
+    return select(_e.actor, at, _e.record_type, _e.record_id, _e.kind).where(
+        or_(*(
+            and_(_e.actor == bindparam(f"actor_{i}"),
+                 at > bindparam(f"since_{i}", type_=at.type),
+                 at <= bindparam(f"until_{i}", type_=at.type))
+            for i in range(n)
+        )),
+    )  # fmt: skip
 
 
 def touches(
@@ -19,15 +42,14 @@ def touches(
 ) -> dict[str, list[Touch]]:
     """Per actor: (occurred_at, record_type, record_id) of access events in each window."""
     found: dict[str, list[Touch]] = {}
-    for start in range(0, len(windows), 100):
-        chunk = windows[start : start + 100]
-        query = select(Event.actor, Event.occurred_at, Event.record_type, Event.record_id).where(
-            Event.kind.in_(ACCESS_KINDS),
-            or_(*(
-                and_(Event.actor == actor, Event.occurred_at > since, Event.occurred_at <= until)
-                for actor, since, until in chunk
-            )),
-        )  # fmt: skip
-        for actor, occurred_at, record_type, record_id in session.execute(query):
-            found.setdefault(actor or "", []).append((occurred_at, record_type, record_id))
+    for start in range(0, len(windows), WINDOWS_PER_QUERY):
+        chunk = windows[start : start + WINDOWS_PER_QUERY]
+        params: dict[str, Any] = {}
+        for i, (actor, since, until) in enumerate(chunk):
+            params.update({f"actor_{i}": actor, f"since_{i}": since, f"until_{i}": until})
+        for actor, occurred_at, record_type, record_id, kind in session.execute(
+            _windows_query(len(chunk)), params
+        ):
+            if kind in ACCESS_KINDS:
+                found.setdefault(actor or "", []).append((occurred_at, record_type, record_id))
     return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
 
 from app.access import service
 from app.access.schemas import BatchResult, DecisionRequest, DecisionResult, EventBatch
@@ -18,6 +19,16 @@ UNAVAILABLE: dict[int | str, dict[str, Any]] = {
 }
 
 
+def commit_now(session: Session) -> None:
+    """Commit in the handler's own thread, before the answer is built.
+
+    The session dependency would commit too, but only after the response is serialised and
+    two threadpool hops later, and the ledger lock lasts until the commit: every other
+    append would wait out that detour. The dependency's commit then has nothing left to do.
+    """
+    session.commit()
+
+
 @router.post("/decisions", response_model=DecisionResult, responses=UNAVAILABLE)
 def decide(
     body: DecisionRequest,
@@ -28,6 +39,7 @@ def decide(
 ) -> DecisionResult:
     """Ask before an access: allow or deny with every reason; the decision is logged first."""
     result = service.decide(session, context, caller, body, client_address(request))
+    commit_now(session)
     request.app.state.metrics.decisions.labels("decision", result.decision).inc()
     return result
 
@@ -42,6 +54,7 @@ def report_events(
 ) -> BatchResult:
     """Report 1-1000 accesses that happened; judged as of `occurred_at`, all or nothing."""
     results = service.report(session, context, caller, body, client_address(request))
+    commit_now(session)
     for result in results:
         if not result.duplicate:
             request.app.state.metrics.decisions.labels("report", result.decision).inc()

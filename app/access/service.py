@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -43,12 +43,13 @@ def decide(
 ) -> DecisionResult:
     """Evaluate a request at the server's clock, append the decision, and return it."""
     now = context.clock()
+    # The profile is read before the lock: the lock covers only what the log decides.
+    profile = actor_profiles(session, [body.actor]).get(body.actor)
     context.ledger.lock(session)
     if body.client_event_id is not None:
         known = ledger_repo.events_by_client_ids(session, [(caller.name, body.client_event_id)])
         if known:
             return _decision_result(next(iter(known.values())), duplicate=True)
-    profile = actor_profiles(session, [body.actor]).get(body.actor)
     counts = _distinct_records(session, context, [(body, now)])
     judgement = context.policy.judge(
         profile, _request(body), now, distinct_records_in_window=counts[0]
@@ -161,11 +162,9 @@ def _new_event(
     )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class _Touch:
-    at: datetime
-    record: tuple[str | None, str | None]
-    query: int  # index of the request this touch answers for, or -1 for a logged one
+# (occurred_at, index of the request it answers for or -1 for a logged one, record)
+_Touch = tuple[datetime, int, tuple[str | None, str | None]]
+_WHEN = itemgetter(0, 1)  # logged touches sort before requests at the same instant
 
 
 def _distinct_records(
@@ -176,29 +175,29 @@ def _distinct_records(
     window = context.policy.volume_window
     by_actor: dict[str, list[_Touch]] = defaultdict(list)
     for i, (body, at) in enumerate(requests):
-        by_actor[body.actor].append(_Touch(at, (body.record.type, body.record.id), i))
+        by_actor[body.actor].append((at, i, (body.record.type, body.record.id)))
     spans = [
-        (actor, min(t.at for t in ts) - window, max(t.at for t in ts))
+        (actor, min(t[0] for t in ts) - window, max(t[0] for t in ts))
         for actor, ts in by_actor.items()
     ]
     for actor, logged in repository.touches(session, spans).items():
-        by_actor[actor].extend(_Touch(at, (rt, rid), -1) for at, rt, rid in logged)
+        by_actor[actor].extend((at, -1, (rt, rid)) for at, rt, rid in logged)
     counts = [0] * len(requests)
     for touches in by_actor.values():
-        # Logged touches sort before requests at the same instant; requests keep their order.
-        touches.sort(key=lambda t: (t.at, t.query))
+        touches.sort(key=_WHEN)  # stable: requests keep their order
         live: dict[tuple[str | None, str | None], int] = defaultdict(int)
         left = 0
-        for touch in touches:
-            live[touch.record] += 1
-            while touches[left].at <= touch.at - window:
-                gone = touches[left].record
+        for at, query, record in touches:
+            live[record] += 1
+            horizon = at - window
+            while touches[left][0] <= horizon:
+                gone = touches[left][2]
                 live[gone] -= 1
                 if not live[gone]:
                     del live[gone]
                 left += 1
-            if touch.query >= 0:
-                counts[touch.query] = len(live)
+            if query >= 0:
+                counts[query] = len(live)
     return counts
 
 

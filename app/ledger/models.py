@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, JSONList, UTCDateTime
@@ -20,9 +20,21 @@ class Event(Base):
         Index("ix_events_actor_occurred_at", "actor", "occurred_at"),
         Index("ix_events_record", "record_type", "record_id", "seq"),
         Index("ix_events_facility_occurred_at", "facility", "occurred_at"),
-        Index("ix_events_occurred_at", "occurred_at"),
+        # Widened by migration 0003 so that the reports over a period read the index alone.
+        Index("ix_events_occurred_at", "occurred_at", "kind", "facility", "decision", "flags"),
         Index("ix_events_kind_seq", "kind", "seq"),
         Index("ix_events_decision_seq", "decision", "seq"),
+        # Oversight (migration 0003): pages by category and the mission-creep report; the
+        # flagged events (a partial index: a small share of the log) for the flags report.
+        Index("ix_events_category_seq", "action_category", "seq"),
+        Index(
+            "ix_events_flagged",
+            "seq",
+            "occurred_at",
+            "kind",
+            sqlite_where=text("flags != '[]'"),
+            postgresql_where=text("flags <> '[]'::jsonb"),
+        ),
     )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

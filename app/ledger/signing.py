@@ -41,11 +41,23 @@ def public_pem(public_key: Ed25519PublicKey) -> str:
     ).decode("ascii")
 
 
+def load_public_key(public_key_pem: str) -> Ed25519PublicKey | None:
+    """The Ed25519 public key in a PEM text, or None when it is not one."""
+    try:
+        key = serialization.load_pem_public_key(public_key_pem.encode("ascii"))
+    except (ValueError, TypeError, UnicodeError):
+        return None
+    return key if isinstance(key, Ed25519PublicKey) else None
+
+
 def verify_signature(public_key_pem: str, message: bytes, signature_b64: str) -> bool:
     """True when `signature_b64` is a valid Ed25519 signature of `message`."""
-    key = serialization.load_pem_public_key(public_key_pem.encode("ascii"))
-    if not isinstance(key, Ed25519PublicKey):
-        return False
+    key = load_public_key(public_key_pem)
+    return key is not None and signature_valid(key, message, signature_b64)
+
+
+def signature_valid(key: Ed25519PublicKey, message: bytes, signature_b64: str) -> bool:
+    """True when `signature_b64` (base64) is `key`'s Ed25519 signature of `message`."""
     try:
         key.verify(base64.b64decode(signature_b64, validate=True), message)
     except (InvalidSignature, ValueError):

@@ -143,8 +143,8 @@ class CompiledPolicy:
             add(Reason(ReasonCode.unknown_purpose, f"{request.purpose!r} is not a purpose"))
 
         roles = actor.roles if actor is not None else ()
-        is_guard = any(role in self.guard_roles for role in roles)
-        may_break_glass = any(role in self.break_glass_roles for role in roles)
+        is_guard = not self.guard_roles.isdisjoint(roles)
+        may_break_glass = not self.break_glass_roles.isdisjoint(roles)
         justification = (request.justification or "").strip()
         glass_ok = (
             request.break_glass
@@ -231,7 +231,8 @@ class CompiledPolicy:
                         f"no role of {actor.username} may break glass",
                     )
                 )
-        reasons.sort(key=lambda r: REASON_ORDER[r.code])
+        if len(reasons) > 1:
+            reasons.sort(key=lambda r: REASON_ORDER[r.code])
         return reasons, category
 
     def _training_gaps(self, actor: ActorProfile, today: date) -> tuple[list[str], list[str]]:
@@ -278,5 +279,6 @@ class CompiledPolicy:
                 flags.append(Flag.policy_violation)
             if reported_at - occurred_at > timedelta(hours=self.late_report_hours):
                 flags.append(Flag.late_report)
-        flags.sort(key=FLAG_ORDER.__getitem__)
+        if len(flags) > 1:
+            flags.sort(key=FLAG_ORDER.__getitem__)
         return Judgement(decision, tuple(reasons), category, tuple(flags))

@@ -3,24 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from app.users.models import Client, Training, User
+
+_users = User.__table__
+_training = Training.__table__
+_clients = Client.__table__
+
+# The access path's queries, built once (Core, no ORM objects): they run on every decision.
+_ACTOR_COLUMNS = (
+    _users.c.username, _users.c.roles, _users.c.facilities, _users.c.volunteer, _users.c.active,
+    _training.c.module, _training.c.completed_on, _training.c.expires_on,
+)  # fmt: skip
+_ACTOR_ROWS = (
+    select(*_ACTOR_COLUMNS)
+    .outerjoin(_training, _training.c.user_id == _users.c.id)
+    .where(_users.c.username.in_(bindparam("names", expanding=True)))
+    .order_by(_users.c.username, _training.c.completed_on, _training.c.id)
+)
+_CLIENT_ACTIVE = select(_clients.c.active).where(_clients.c.client_id == bindparam("client_id"))
 
 
 def user_by_username(session: Session, username: str) -> User | None:
     return session.scalar(select(User).where(User.username == username))
 
 
-def users_by_usernames(session: Session, usernames: Sequence[str]) -> dict[str, User]:
-    found: dict[str, User] = {}
+def actor_rows(session: Session, usernames: Sequence[str]) -> list[Row[*tuple[Any, ...]]]:
+    """Per user of `usernames`: one row per training record (or one with null training),
+    with username, roles, facilities, volunteer, active, module, completed_on, expires_on;
+    ordered by username, then training completion."""
     names = sorted(set(usernames))
+    rows: list[Row[*tuple[Any, ...]]] = []
     for start in range(0, len(names), 500):
-        rows = session.scalars(select(User).where(User.username.in_(names[start : start + 500])))
-        found.update((u.username, u) for u in rows)
-    return found
+        rows += session.execute(_ACTOR_ROWS, {"names": names[start : start + 500]}).all()
+    return rows
 
 
 def list_users(session: Session, *, after: str | None, limit: int) -> list[User]:
@@ -41,6 +61,12 @@ def add(session: Session, row: User | Training | Client) -> None:
 
 def client_by_client_id(session: Session, client_id: str) -> Client | None:
     return session.scalar(select(Client).where(Client.client_id == client_id))
+
+
+def client_is_active(session: Session, client_id: str) -> bool | None:
+    """Whether the client is active; None when there is no such client."""
+    active: bool | None = session.scalar(_CLIENT_ACTIVE, {"client_id": client_id})
+    return active
 
 
 def list_clients(session: Session) -> list[Client]:

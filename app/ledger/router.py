@@ -1,0 +1,87 @@
+"""/v1/integrity: verification, signed checkpoints, and the public keys (auditor, oversight)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from app.deps import AuditorDep, ContextDep, ReaderDep, SessionDep
+from app.errors import Problem
+from app.ledger import service
+from app.ledger.schemas import CheckpointPage, PublicKeyRead, SignedCheckpoint, VerificationRead
+from app.ledger.verify import Verification
+
+router = APIRouter(prefix="/v1/integrity", tags=["integrity"])
+
+PEM_MEDIA_TYPE = "application/x-pem-file"
+
+
+@router.get("/verify", response_model=VerificationRead)
+def verify(
+    session: SessionDep,
+    context: ContextDep,
+    _: ReaderDep,
+    from_seq: Annotated[int | None, Query(ge=1, description="first seq to check")] = None,
+    to_seq: Annotated[int | None, Query(ge=1, description="last seq to check")] = None,
+) -> Verification:
+    """Recompute the chain and check every checkpoint in range; `valid` false names the break."""
+    return service.verify(session, context.ledger, from_seq, to_seq)
+
+
+@router.get("/checkpoints", response_model=CheckpointPage)
+def list_checkpoints(
+    session: SessionDep,
+    _: ReaderDep,
+    order: Annotated[
+        Literal["newest", "oldest"], Query(description="newest (default) or oldest first")
+    ] = "newest",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=32, description="`next_cursor` of the previous page")
+    ] = None,
+) -> CheckpointPage:
+    """Signed heads in the order they were signed, newest first unless `order=oldest`."""
+    rows, next_cursor = service.list_checkpoints(
+        session, newest_first=order == "newest", cursor=cursor, limit=limit
+    )
+    return CheckpointPage(
+        items=[SignedCheckpoint.model_validate(row) for row in rows], next_cursor=next_cursor
+    )
+
+
+@router.post(
+    "/checkpoints",
+    response_model=SignedCheckpoint,
+    status_code=201,
+    responses={409: {"model": Problem, "description": "The log is empty"}},
+)
+def create_checkpoint(session: SessionDep, context: ContextDep, _: AuditorDep) -> dict[str, Any]:
+    """Sign the current head now (checkpoints are also signed every 1000 events)."""
+    return service.sign_checkpoint(session, context.ledger, context.clock())
+
+
+@router.get(
+    "/public-key",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {PEM_MEDIA_TYPE: {}}, "description": "The public key (PEM)"},
+        404: {"model": Problem, "description": "No such key"},
+    },
+)
+def public_key(
+    session: SessionDep,
+    context: ContextDep,
+    _: ReaderDep,
+    key_id: Annotated[str | None, Query(max_length=32, description="an older key's id")] = None,
+) -> PlainTextResponse:
+    """The Ed25519 public key (PEM) that signs now, or the one named by `key_id`."""
+    found_id, pem = service.public_key_pem(session, context.ledger, key_id)
+    return PlainTextResponse(pem, media_type=PEM_MEDIA_TYPE, headers={"X-Key-Id": found_id})
+
+
+@router.get("/public-keys", response_model=list[PublicKeyRead])
+def public_keys(session: SessionDep, context: ContextDep, _: ReaderDep) -> list[service.PublicKey]:
+    """Every public key that ever signed, by id, oldest first, so old checkpoints verify."""
+    return service.public_keys(session, context.ledger)

@@ -1,0 +1,61 @@
+"""Response bodies of the integrity endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from app.ledger.canonical import format_timestamp
+
+
+class VerificationRead(BaseModel):
+    """The outcome of a verification; `problem` names the first break in one line."""
+
+    valid: bool
+    checked: int = Field(description="events whose hash and link were verified")
+    head_seq: int | None = Field(description="the log's last event (null for an empty log)")
+    head_hash: str | None
+    first_invalid_seq: int | None = Field(
+        description="the lowest seq at which the log is not what was signed and chained"
+    )
+    problem: str | None = Field(examples=["hash mismatch at seq 17", "gap in seq: 41 follows 39"])
+    checkpoints_checked: int = Field(
+        description="checkpoints in the range (each one's signature and hash are checked)"
+    )
+
+
+class SignedCheckpoint(BaseModel):
+    """A signed head; the signature covers the message of docs/integrity.md built from these."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    seq: int
+    hash: str
+    signed_at: datetime = Field(description="`YYYY-MM-DDTHH:MM:SS.ffffffZ`, as signed")
+    key_id: str
+    signature: str = Field(description="Ed25519, base64")
+
+    @field_serializer("signed_at")
+    def _signed_at(self, value: datetime) -> str:
+        return format_timestamp(value)
+
+
+class CheckpointPage(BaseModel):
+    items: list[SignedCheckpoint]
+    next_cursor: str | None
+
+
+class PublicKeyRead(BaseModel):
+    """A public key that signs (or once signed) checkpoints and export manifests."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    key_id: str = Field(description="first 16 hex digits of SHA-256 of the raw 32-byte key")
+    public_key_pem: str
+    created_at: datetime | None = Field(description="when it was published; null if not yet")
+    current: bool = Field(default=False, description="the key that signs now")
+
+    @field_serializer("created_at")
+    def _created_at(self, value: datetime | None) -> str | None:
+        return format_timestamp(value) if value is not None else None

@@ -1,0 +1,360 @@
+"""CSV exports: the events CSV streamed from a server-side cursor, the summary CSV, and the
+signed manifest that lets an auditor prove a file offline.
+
+Every export is an `export` event appended in a short transaction of its own once the body
+has been produced (`completed: false` when the client went away or the stream failed);
+its details carry the filters, the row count, the SHA-256 of the exact bytes and the
+first and last `seq`, which is what the manifest signs.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import uuid
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, BinaryIO
+
+from sqlalchemy.orm import Session
+
+from app.context import AppContext
+from app.deps import SessionFactories
+from app.errors import Conflict, NotFound
+from app.ledger import repository as ledger_repository
+from app.ledger.canonical import format_timestamp
+from app.ledger.export_format import CSV_COLUMNS, cell, csv_row
+from app.ledger.service import NewEvent
+from app.ledger.signing import manifest_message
+from app.reports import repository, service
+from app.reports.schemas import CheckpointRead, EventFilters, Manifest, SummaryQuery
+
+BATCH_ROWS = 1000
+
+# The CSV lines of exported rows. The rows come as the database renders them cheaply
+# (repository.stream_export_rows: timestamps as text, lists and details as JSON text). A
+# row none of whose cells needs quoting or a formula guard is joined straight into its
+# line; any other row goes through the reference encoder, `csv_row` and `csv.writer`. Both
+# give the same bytes (tests/test_exports.py); the straight path is 4x faster, which is
+# what lets a large export keep up with the database.
+JSON_CELLS = ("actor_roles", "reasons", "flags", "details")
+FORMULA_AFTER_COMMA = re.compile(r",[=+\-@\t'\r]")
+CELLS_BEFORE_DETAILS = len(CSV_COLUMNS) - 1
+# Positions in a row without its first cell (`seq`).
+ROLES, REASONS, FLAGS, BREAK_GLASS = (
+    CSV_COLUMNS.index(name) - 1 for name in ("actor_roles", "reasons", "flags", "break_glass")
+)
+_read_json = json.JSONDecoder().decode
+_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def csv_lines(rows: Sequence[Sequence[Any]]) -> str:
+    """The CSV lines (each ended by CR LF) of exported rows, in order."""
+    lines = []
+    for row in rows:
+        line = _plain_line(row)
+        lines.append(line if line is not None else _reference_line(row))
+    return "".join(lines)
+
+
+def _list_cell(json_text: str) -> str:
+    if json_text == "[]":
+        return ""
+    if "\\" in json_text:  # an escaped character: let the JSON reader decode it
+        return ";".join(_read_json(json_text))
+    # `["a", "b"]` as written by json.dumps (SQLite) and by PostgreSQL's jsonb output.
+    return json_text[2:-2].replace('", "', ";")
+
+
+def _plain_line(row: Sequence[Any]) -> str | None:
+    """The row's line when no cell needs quoting or a formula guard, else None."""
+    cells = ["" if value is None else value for value in row[1:CELLS_BEFORE_DETAILS]]
+    for position in (ROLES, REASONS, FLAGS):
+        cells[position] = _list_cell(cells[position])
+    if cells[BREAK_GLASS] != "":
+        cells[BREAK_GLASS] = "true" if cells[BREAK_GLASS] else "false"
+    text = str(row[0]) + "," + ",".join(cells)
+    if (
+        text.count(",") != CELLS_BEFORE_DETAILS - 1
+        or '"' in text
+        or "\n" in text
+        or "\r" in text
+        or FORMULA_AFTER_COMMA.search(text)
+    ):
+        return None
+    details = row[CELLS_BEFORE_DETAILS]
+    if details == "{}":
+        return text + ",{}\r\n"
+    # Canonical JSON starts with `{` (no guard) and escapes control characters; it only
+    # needs its quotes doubled.
+    return text + ',"' + _canonical_json(_read_json(details)).replace('"', '""') + '"\r\n'
+
+
+def _reference_line(row: Sequence[Any]) -> str:
+    """The row's line through the reference encoding of app/ledger/export_format.py."""
+    event = dict(zip(CSV_COLUMNS, row, strict=True))
+    for name in JSON_CELLS:
+        event[name] = _read_json(event[name])
+    if event["break_glass"] is not None:
+        event["break_glass"] = bool(event["break_glass"])
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(csv_row(event))
+    return buffer.getvalue()
+
+
+class EventsExport:
+    """One export of the events CSV: the body a chunk at a time, then its audit event.
+
+    The HTTP stream and `access-audit export` both drive it: `next_chunk()` until None,
+    then `finish()`; `abandon()` records an export that stopped early (idempotent).
+    """
+
+    def __init__(
+        self,
+        context: AppContext,
+        sessions: SessionFactories,
+        filters: EventFilters,
+        *,
+        actor: str,
+        actor_roles: list[str],
+        source: str,
+        source_ip: str | None = None,
+    ) -> None:
+        self.context = context
+        self.sessions = sessions
+        self.filters = filters.model_dump(mode="json", exclude_none=True)
+        # Validates the filters (since after until is a 422) before any byte is sent.
+        self.criteria = service.criteria(filters, context.policy.timezone)
+        self.actor = actor
+        self.actor_roles = actor_roles
+        self.source = source
+        self.source_ip = source_ip
+        self.export_id = str(uuid.uuid4())
+        self.rows = 0
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.recorded = False
+        self._digest = hashlib.sha256()
+        self._body = self._produce()
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def next_chunk(self) -> bytes | None:
+        """The next piece of the body, or None once it is complete."""
+        return next(self._body, None)
+
+    def finish(self) -> None:
+        """Record the completed export."""
+        self._record(completed=True)
+
+    def abandon(self) -> None:
+        """Release the cursor and record the export as incomplete, unless already recorded."""
+        if self.recorded:
+            return
+        self._body.close()
+        self._record(completed=False)
+
+    def _produce(self) -> Generator[bytes]:
+        header = io.StringIO()
+        csv.writer(header).writerow(CSV_COLUMNS)
+        yield self._take(header.getvalue())
+        with self.sessions.reader() as session:
+            batches = repository.stream_export_rows(session, self.criteria, BATCH_ROWS)
+            for batch in batches:
+                if self.first_seq is None:
+                    self.first_seq = batch[0].seq
+                self.last_seq = batch[-1].seq
+                self.rows += len(batch)
+                yield self._take(csv_lines(batch))
+
+    def _take(self, text: str) -> bytes:
+        chunk = text.encode("utf-8")
+        self._digest.update(chunk)
+        return chunk
+
+    def _record(self, completed: bool) -> None:
+        if self.recorded:
+            return
+        self.recorded = True
+        details = {
+            "export_id": self.export_id,
+            "format": "events.csv",
+            "filters": self.filters,
+            "rows": self.rows,
+            "sha256": self.sha256,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "completed": completed,
+        }
+        seal_at = self.last_seq if completed else None
+        _append_export(self.context, self.sessions, self, "export_events", details, seal_at)
+
+
+def _append_export(
+    context: AppContext,
+    sessions: SessionFactories,
+    by: EventsExport | SummaryExport,
+    action: str,
+    details: dict[str, Any],
+    seal_at: int | None = None,
+) -> None:
+    """Append the `export` event in a short writer transaction of its own.
+
+    When the export's last row is still the head of the log (`seal_at`), the head is
+    signed first, so the manifest's checkpoint carries exactly the last row's hash.
+    """
+    with sessions.writer() as session, session.begin():
+        now = context.clock()
+        if seal_at is not None:
+            context.ledger.lock(session)
+            head = ledger_repository.head(session)
+            covering = repository.checkpoint_covering(session, seal_at)
+            if (
+                head is not None
+                and head[0] == seal_at
+                and (covering is None or covering.seq != seal_at)
+            ):
+                context.ledger.sign_head(session, now)
+        context.ledger.append(
+            session,
+            now,
+            [
+                NewEvent(
+                    kind="export",
+                    occurred_at=now,
+                    actor=by.actor,
+                    actor_roles=by.actor_roles,
+                    action=action,
+                    record_type="export",
+                    record_id=by.export_id,
+                    source=by.source,
+                    source_ip=by.source_ip,
+                    details=details,
+                )
+            ],
+        )
+
+
+class SummaryExport:
+    """The summary report as CSV: one column per grouping, then count, denied, flagged."""
+
+    def __init__(
+        self,
+        *,
+        actor: str,
+        actor_roles: list[str],
+        source: str,
+        source_ip: str | None = None,
+    ) -> None:
+        self.actor = actor
+        self.actor_roles = actor_roles
+        self.source = source
+        self.source_ip = source_ip
+        self.export_id = str(uuid.uuid4())
+
+    def run(
+        self,
+        session: Session,
+        context: AppContext,
+        sessions: SessionFactories,
+        query: SummaryQuery,
+    ) -> bytes:
+        """Compute, render and record the summary export; returns the body."""
+        report = service.summary_report(session, context, query)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow([*report.group_by, "count", "denied", "flagged"])
+        for group in report.groups:
+            keys = [cell(name, group.key[name]) for name in report.group_by]
+            writer.writerow([*keys, group.count, group.denied, group.flagged])
+        body = buffer.getvalue().encode("utf-8")
+        details = {
+            "export_id": self.export_id,
+            "format": "summary.csv",
+            "filters": query.model_dump(mode="json", exclude_none=True),
+            "rows": len(report.groups),
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "first_seq": None,
+            "last_seq": None,
+            "completed": True,
+        }
+        _append_export(context, sessions, self, "export_summary", details)
+        return body
+
+
+def manifest(
+    session: Session, context: AppContext, sessions: SessionFactories, export_id: str
+) -> Manifest:
+    """The signed manifest of a completed export.
+
+    Its checkpoint is the earliest signed head at or after the export's last row (so that,
+    when one sits exactly on it, the last row's hash is the signed one); if none exists yet
+    the current head is signed on demand.
+    """
+    event = repository.export_event(session, export_id)
+    if event is None:
+        raise NotFound(f"no export {export_id!r}")
+    details = event.details
+    if not details.get("completed"):
+        raise Conflict(f"export {export_id} did not complete; it has no manifest")
+    last_seq = details.get("last_seq")
+    found = repository.checkpoint_covering(session, last_seq)
+    if found is not None:
+        checkpoint = CheckpointRead(
+            seq=found.seq,
+            hash=found.hash,
+            signed_at=format_timestamp(found.signed_at),
+            key_id=found.key_id,
+            signature=found.signature,
+        )
+    else:
+        with sessions.writer() as writer, writer.begin():
+            head = context.ledger.sign_head(writer, context.clock())
+        if head is None:  # the export event itself is in the log, so it is never empty
+            raise NotFound("the log is empty")
+        checkpoint = CheckpointRead(
+            seq=head["seq"],
+            hash=head["hash"],
+            signed_at=format_timestamp(head["signed_at"]),
+            key_id=head["key_id"],
+            signature=head["signature"],
+        )
+    signer = context.ledger.signer
+    body: dict[str, Any] = {
+        "export_id": export_id,
+        "filters": details.get("filters", {}),
+        "rows": details["rows"],
+        "sha256": details["sha256"],
+        "first_seq": details.get("first_seq"),
+        "last_seq": last_seq,
+        "checkpoint": checkpoint.model_dump(),
+        "signed_at": format_timestamp(context.clock()),
+        "key_id": signer.key_id,
+    }
+    return Manifest(**body, signature=signer.sign(manifest_message(body)))
+
+
+def write_events_csv(
+    context: AppContext,
+    sessions: SessionFactories,
+    filters: EventFilters,
+    out: BinaryIO,
+    progress: Callable[[int], None] | None = None,
+) -> EventsExport:
+    """`access-audit export`: the same CSV and the same `export` event, into a file."""
+    export = EventsExport(context, sessions, filters, actor="system", actor_roles=[], source="cli")
+    try:
+        while (chunk := export.next_chunk()) is not None:
+            out.write(chunk)
+            if progress is not None:
+                progress(export.rows)
+        out.flush()
+        export.finish()
+    except BaseException:
+        export.abandon()
+        raise
+    return export

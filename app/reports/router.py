@@ -1,0 +1,228 @@
+"""Reading the log, reports, reviews and exports (oversight and auditors; contract 7, 9, 10)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import (
+    AuditorDep,
+    ContextDep,
+    OversightDep,
+    ReaderDep,
+    SessionDep,
+    SessionFactoriesDep,
+    client_address,
+)
+from app.errors import Problem
+from app.reports import exports, service
+from app.reports.schemas import (
+    AccessPage,
+    AccessQuery,
+    DenialsQuery,
+    DenialsReport,
+    EventFilters,
+    EventPage,
+    EventQuery,
+    EventRead,
+    FlagsQuery,
+    FlagsReport,
+    Manifest,
+    ReviewCreate,
+    ReviewRead,
+    SummaryQuery,
+    SummaryReport,
+)
+
+router = APIRouter(prefix="/v1")
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+Seq = Annotated[int, Path(ge=1, description="the event's sequence number")]
+
+
+@router.get("/events", response_model=EventPage, tags=["log"])
+def list_events(
+    query: Annotated[EventQuery, Query()], session: SessionDep, context: ContextDep, _: ReaderDep
+) -> EventPage:
+    """Events matching every filter given, in seq order, a page at a time (`since`/`until` on
+    `occurred_at`)."""
+    return service.list_events(session, context, query)
+
+
+@router.get("/events/{seq}", response_model=EventRead, responses=NOT_FOUND, tags=["log"])
+def get_event(seq: Seq, session: SessionDep, _: ReaderDep) -> EventRead:
+    """One audit event by its sequence number."""
+    return service.get_event(session, seq)
+
+
+@router.get("/records/{record_type}/{record_id}/accesses", response_model=AccessPage, tags=["log"])
+def record_accesses(
+    record_type: str,
+    record_id: str,
+    query: Annotated[AccessQuery, Query()],
+    session: SessionDep,
+    context: ContextDep,
+    _: ReaderDep,
+) -> AccessPage:
+    """The accounting of disclosures: who accessed the record, when, how, why, and the decision."""
+    return service.record_accesses(session, context, record_type, record_id, query)
+
+
+@router.get("/reports/summary", response_model=SummaryReport, tags=["reports"])
+def summary(
+    query: Annotated[SummaryQuery, Query()], session: SessionDep, context: ContextDep, _: ReaderDep
+) -> SummaryReport:
+    """Access counts, denials and flagged events per group (`day` is facility-local)."""
+    return service.summary_report(session, context, query)
+
+
+@router.get("/reports/denials", response_model=DenialsReport, tags=["reports"])
+def denials(
+    query: Annotated[DenialsQuery, Query()], session: SessionDep, context: ContextDep, _: ReaderDep
+) -> DenialsReport:
+    """Mission creep first (Guard roles attempting sworn or enforcement actions), then every
+    denial by reason, by actor and by facility."""
+    return service.denials_report(session, context, query)
+
+
+@router.get("/reports/flags", response_model=FlagsReport, tags=["reports"])
+def flags(
+    query: Annotated[FlagsQuery, Query()], session: SessionDep, context: ContextDep, _: ReaderDep
+) -> FlagsReport:
+    """Flagged access events with their review state and latest disposition."""
+    return service.flags_report(session, context, query)
+
+
+@router.post(
+    "/events/{seq}/reviews",
+    response_model=ReviewRead,
+    status_code=201,
+    responses=NOT_FOUND,
+    tags=["reports"],
+)
+def add_review(
+    seq: Seq,
+    body: ReviewCreate,
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    officer: OversightDep,
+) -> ReviewRead:
+    """Review an access event: `justified`, `violation` (a note is required) or `follow_up`."""
+    return service.add_review(session, context, officer, seq, body, client_address(request))
+
+
+@router.get(
+    "/events/{seq}/reviews",
+    response_model=list[ReviewRead],
+    responses=NOT_FOUND,
+    tags=["reports"],
+)
+def list_reviews(seq: Seq, session: SessionDep, _: ReaderDep) -> list[ReviewRead]:
+    """Every review of an event, oldest first."""
+    return service.list_reviews(session, seq)
+
+
+async def _stream(export: exports.EventsExport) -> AsyncIterator[bytes]:
+    try:
+        while (chunk := await run_in_threadpool(export.next_chunk)) is not None:
+            yield chunk
+        # Recorded before the final empty chunk, so a client that has the whole body can
+        # fetch the manifest at once.
+        await run_in_threadpool(export.finish)
+    except Exception:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(export.abandon)
+        raise
+
+
+@router.get(
+    "/exports/events.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "the events CSV, streamed"}},
+    tags=["exports"],
+)
+def export_events(
+    filters: Annotated[EventFilters, Query()],
+    request: Request,
+    context: ContextDep,
+    sessions: SessionFactoriesDep,
+    auditor: AuditorDep,
+) -> StreamingResponse:
+    """The events matching the filters as CSV (columns of contract section 7), streamed;
+    the `X-Export-Id` header names the export for its signed manifest."""
+    export = exports.EventsExport(
+        context,
+        sessions,
+        filters,
+        actor=auditor.name,
+        actor_roles=sorted(auditor.roles),
+        source=auditor.name,
+        source_ip=client_address(request),
+    )
+    return StreamingResponse(
+        _stream(export),
+        media_type=CSV_MEDIA_TYPE,
+        headers={
+            "X-Export-Id": export.export_id,
+            "Content-Disposition": f'attachment; filename="events-{export.export_id}.csv"',
+        },
+        # Runs after the response, also when the client went away mid-stream.
+        background=BackgroundTask(export.abandon),
+    )
+
+
+@router.get(
+    "/exports/summary.csv",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}, "description": "the summary report as CSV"}},
+    tags=["exports"],
+)
+def export_summary(
+    query: Annotated[SummaryQuery, Query()],
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    sessions: SessionFactoriesDep,
+    auditor: AuditorDep,
+) -> Response:
+    """The summary report (parameters of `/v1/reports/summary`) as CSV, with `X-Export-Id`."""
+    export = exports.SummaryExport(
+        actor=auditor.name,
+        actor_roles=sorted(auditor.roles),
+        source=auditor.name,
+        source_ip=client_address(request),
+    )
+    body = export.run(session, context, sessions, query)
+    return Response(
+        body,
+        media_type=CSV_MEDIA_TYPE,
+        headers={
+            "X-Export-Id": export.export_id,
+            "Content-Disposition": f'attachment; filename="summary-{export.export_id}.csv"',
+        },
+    )
+
+
+@router.get(
+    "/exports/{export_id}/manifest",
+    response_model=Manifest,
+    responses={**NOT_FOUND, 409: {"model": Problem, "description": "The export did not complete"}},
+    tags=["exports"],
+)
+def export_manifest(
+    export_id: str,
+    session: SessionDep,
+    context: ContextDep,
+    sessions: SessionFactoriesDep,
+    _: AuditorDep,
+) -> Manifest:
+    """The signed manifest of an export: rows, SHA-256 of the body, seq range, a checkpoint."""
+    return exports.manifest(session, context, sessions, export_id)

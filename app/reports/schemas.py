@@ -1,0 +1,352 @@
+"""Query parameters and response bodies for reading the log, reports, reviews and exports."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    StringConstraints,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+
+from app.policy.reasons import Flag
+
+Kind = Literal["decision", "report", "admin", "login", "export", "review"]
+Decision = Literal["allow", "deny"]
+GroupBy = Literal["facility", "role", "action", "category", "purpose", "decision", "day"]
+Disposition = Literal["justified", "violation", "follow_up"]
+ReviewStatus = Literal["open", "reviewed"]
+
+ACCESS_KINDS: tuple[Kind, ...] = ("decision", "report")
+
+
+def parse_moment(value: object) -> datetime | date:
+    """An RFC 3339 time with an offset, or a bare YYYY-MM-DD date (a facility-local day)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a time needs a UTC offset, e.g. 2025-10-01T14:00:00Z")
+        return value
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected an RFC 3339 time or a YYYY-MM-DD date")
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            "not an RFC 3339 time or a YYYY-MM-DD date (send a '+' offset as %2B, or use Z)"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ValueError("a time needs a UTC offset, e.g. 2025-10-01T14:00:00Z")
+    return parsed
+
+
+Moment = Annotated[
+    datetime | date,
+    PlainValidator(parse_moment),
+    PlainSerializer(lambda value: value.isoformat(), return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "RFC 3339 time with an offset, or YYYY-MM-DD (facility-local day)",
+            "examples": ["2025-10-01T14:00:00Z", "2025-10-01"],
+        }
+    ),
+]
+Term = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class _Query(BaseModel):
+    # A misspelt filter must not silently widen the result to the whole log.
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventFilters(_Query):
+    """The filters of `GET /v1/events` (contract section 7); every one given must hold."""
+
+    actor: Term | None = Field(None, description="who acted (username as recorded)")
+    action: Term | None = Field(None, description="e.g. `read_case`, `arrest`")
+    category: Term | None = Field(None, description="action category, e.g. `enforcement`")
+    facility: Term | None = Field(None, description="facility key, e.g. `greene`")
+    record_type: Term | None = Field(None, description="e.g. `detainee_case`")
+    record_id: Term | None = Field(None, description="e.g. `GRN-2025-00042`")
+    decision: Decision | None = Field(None, description="`allow` or `deny`")
+    purpose: Term | None = Field(None, description="e.g. `intake_processing`")
+    kind: Kind | None = Field(None, description="event kind")
+    flag: Flag | None = Field(None, description="events carrying this flag")
+    since: Moment | None = Field(
+        None, description="occurred at or after; a date means that facility-local day's start"
+    )
+    until: Moment | None = Field(
+        None, description="occurred before; a date means through the end of that facility-local day"
+    )
+
+
+class _Page(_Query):
+    limit: int = Field(100, ge=1, le=1000, description="page size (at most 1000)")
+    cursor: str | None = Field(
+        None, max_length=512, description="`next_cursor` of the previous page (opaque)"
+    )
+
+
+class EventQuery(_Page, EventFilters):
+    """Filters and keyset pagination of `GET /v1/events`."""
+
+
+class AccessQuery(_Page):
+    """The accounting of disclosures for one record: an optional period, and pagination."""
+
+    since: Moment | None = Field(None, description="occurred at or after")
+    until: Moment | None = Field(None, description="occurred before")
+
+
+class SummaryQuery(EventFilters):
+    """`GET /v1/reports/summary`: the filters of `/v1/events` and the grouping."""
+
+    group_by: list[GroupBy] = Field(
+        default_factory=list, description="repeatable; `day` is the facility-local date"
+    )
+
+
+class DenialsQuery(EventFilters):
+    """`GET /v1/reports/denials`: the filters of `/v1/events`; denials are what it counts."""
+
+    decision: Literal["deny"] | None = Field(
+        None, description="only `deny` (it also limits the mission-creep list to denials)"
+    )
+
+
+class FlagsQuery(_Page, EventFilters):
+    """`GET /v1/reports/flags`: flagged access events, by review state, a page at a time."""
+
+    status: ReviewStatus | None = Field(None, description="`open` (never reviewed) or `reviewed`")
+    newest_first: bool = Field(False, description="order by seq descending")
+
+
+class ReasonRead(BaseModel):
+    code: str
+    message: str
+
+
+class EventRead(BaseModel):
+    """An audit event: the fields of contract section 7 in order, then the ones that follow."""
+
+    seq: int
+    event_id: str
+    kind: str
+    recorded_at: datetime
+    occurred_at: datetime
+    actor: str | None
+    actor_roles: list[str]
+    action: str | None
+    action_category: str | None
+    record_type: str | None
+    record_id: str | None
+    facility: str | None
+    purpose: str | None
+    justification: str | None
+    break_glass: bool | None
+    decision: str | None
+    reasons: list[ReasonRead]
+    flags: list[str]
+    source: str | None
+    client_event_id: str | None
+    policy_version: str | None
+    prev_hash: str
+    hash: str
+    workstation: str | None
+    source_ip: str | None
+    details: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventRead]
+    next_cursor: str | None
+
+
+class AccessRead(BaseModel):
+    """One entry of the accounting of disclosures: who, when, what, why, and the decision."""
+
+    seq: int
+    occurred_at: datetime
+    actor: str | None
+    actor_roles: list[str]
+    action: str | None
+    action_category: str | None
+    facility: str | None
+    purpose: str | None
+    justification: str | None
+    break_glass: bool | None
+    decision: str | None
+    reasons: list[ReasonRead]
+    flags: list[str]
+    kind: str
+    recorded_at: datetime
+    source: str | None
+    workstation: str | None
+    event_id: str
+
+
+class AccessPage(BaseModel):
+    record_type: str
+    record_id: str
+    items: list[AccessRead]
+    next_cursor: str | None
+
+
+class SummaryGroup(BaseModel):
+    key: dict[str, str | None]
+    count: int
+    denied: int
+    flagged: int
+
+
+class SummaryReport(BaseModel):
+    groups: list[SummaryGroup]
+    group_by: list[GroupBy]
+    kinds: list[str] = Field(description="the event kinds counted")
+    since: datetime | None
+    until: datetime | None
+
+
+class CreepAttempt(BaseModel):
+    """A `sworn` or `enforcement` action attempted by an actor holding a Guard role."""
+
+    seq: int
+    occurred_at: datetime
+    actor: str | None
+    actor_roles: list[str]
+    action: str | None
+    action_category: str | None
+    facility: str | None
+    decision: str | None
+    kind: str
+
+
+class ReasonCount(BaseModel):
+    reason: str
+    count: int
+
+
+class ActorCount(BaseModel):
+    actor: str | None
+    count: int
+
+
+class FacilityCount(BaseModel):
+    facility: str | None
+    count: int
+
+
+class MissionCreep(BaseModel):
+    attempts: int
+    denied: int
+    by_actor: list[ActorCount]
+    events: list[CreepAttempt]
+
+
+class DenialsReport(BaseModel):
+    """Mission creep first, then every denial by reason, by actor and by facility."""
+
+    mission_creep: MissionCreep
+    denied: int
+    by_reason: list[ReasonCount]
+    by_actor: list[ActorCount]
+    by_facility: list[FacilityCount]
+    kinds: list[str]
+    since: datetime | None
+    until: datetime | None
+
+
+class ReviewCreate(_Query):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"disposition": "violation", "note": "no case assigned to this clerk"}]
+        },
+    )
+
+    disposition: Disposition
+    note: str | None = Field(None, max_length=4000, validate_default=True)
+
+    @field_validator("note")
+    @classmethod
+    def _note_for_violation(cls, note: str | None, info: ValidationInfo) -> str | None:
+        note = note.strip() if note else None
+        if not note and info.data.get("disposition") == "violation":
+            raise ValueError("a note is required when the disposition is `violation`")
+        return note or None
+
+
+class ReviewRead(BaseModel):
+    seq: int
+    event_id: str
+    reviewed_seq: int
+    disposition: str
+    note: str | None
+    reviewer: str | None
+    reviewed_at: datetime
+
+
+class FlaggedEvent(BaseModel):
+    seq: int
+    event_id: str
+    kind: str
+    occurred_at: datetime
+    actor: str | None
+    actor_roles: list[str]
+    action: str | None
+    action_category: str | None
+    record_type: str | None
+    record_id: str | None
+    facility: str | None
+    purpose: str | None
+    justification: str | None
+    break_glass: bool | None
+    decision: str | None
+    reasons: list[ReasonRead]
+    flags: list[str]
+    status: ReviewStatus
+    reviews: int
+    latest_review: ReviewRead | None
+
+
+class FlagsReport(BaseModel):
+    open: int = Field(description="flagged events matching the filters never reviewed")
+    reviewed: int = Field(description="flagged events matching the filters reviewed at least once")
+    items: list[FlaggedEvent]
+    next_cursor: str | None
+
+
+class CheckpointRead(BaseModel):
+    seq: int
+    hash: str
+    signed_at: str
+    key_id: str
+    signature: str
+
+
+class Manifest(BaseModel):
+    """The signed manifest of an export (signature over `manifest_message`)."""
+
+    export_id: str
+    filters: dict[str, Any]
+    rows: int
+    sha256: str
+    first_seq: int | None
+    last_seq: int | None
+    checkpoint: CheckpointRead
+    signed_at: str
+    key_id: str
+    signature: str
