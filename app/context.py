@@ -34,7 +34,7 @@ class AppContext:
 
 def build_context(settings: Settings, engine: Engine | None = None) -> AppContext:
     """Everything the service needs, built once at start-up; a bad policy stops it here."""
-    engine = engine or make_engine(settings.database_url)
+    engine = engine or make_engine(settings.database_url, settings.ledger_lock_timeout_seconds)
     reader, writer = session_factories(engine)
     signer = Signer.load_or_create(settings.signing_key_path)
     return AppContext(

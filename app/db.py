@@ -59,13 +59,19 @@ def is_sqlite(bind: Engine | Connection | Session) -> bool:
     )
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine with the project's connection settings for SQLite or PostgreSQL."""
+def make_engine(url: str, lock_timeout_seconds: float = 10.0, **kwargs: Any) -> Engine:
+    """An engine with the project's connection settings for SQLite or PostgreSQL.
+
+    On SQLite a writer waits at most `lock_timeout_seconds` for the write lock (the
+    ledger's lock timeout): a log that cannot be written fails fast, it does not hang.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+            url,
+            connect_args={"check_same_thread": False, "timeout": lock_timeout_seconds},
+            **kwargs,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, int(lock_timeout_seconds * 1000))
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
@@ -73,7 +79,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     # pysqlite's own transaction handling cannot issue BEGIN IMMEDIATE; take it over
     # (the SQLAlchemy-documented recipe) so writers can take the write lock up front.
     @event.listens_for(engine, "connect")
@@ -83,7 +89,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from app.context import AppContext, build_context
@@ -32,13 +32,7 @@ NEWCOMER = {"username": "new.officer", "full_name": "New Officer", "roles": ["ov
 def fresh(new_database: Callable[[], str], tmp_path: Path) -> Iterator[AppContext]:
     """A service context on a fresh database with an admin, waiting at most 0.5 s for a lock."""
     url = new_database()
-    engine = make_engine(url)
-    if engine.dialect.name == "sqlite":
-        # The service waits up to 30 s for SQLite's write lock; a test need not.
-        @event.listens_for(engine, "connect")
-        def _short_wait(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.execute("PRAGMA busy_timeout=500")
-
+    engine = make_engine(url, lock_timeout_seconds=0.5)
     context = build_context(
         make_settings(url, tmp_path, ledger_lock_timeout_seconds=0.5), engine=engine
     )
