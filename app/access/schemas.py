@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from app.ledger.schemas import ReasonRead
+
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 Free = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 
@@ -66,11 +68,6 @@ class EventBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[EventReport] = Field(min_length=1, max_length=1000)
-
-
-class ReasonRead(BaseModel):
-    code: str
-    message: str
 
 
 class DecisionResult(BaseModel):

@@ -20,13 +20,13 @@ from app.access.schemas import (
     DecisionResult,
     EventBatch,
     EventResult,
-    ReasonRead,
 )
 from app.context import AppContext
 from app.deps import Principal
 from app.errors import Invalid
 from app.ledger import repository as ledger_repo
 from app.ledger.models import Event
+from app.ledger.schemas import ReasonRead, explain
 from app.ledger.service import NewEvent
 from app.policy.evaluator import AccessRequest, ActorProfile, Judgement
 from app.users.service import actor_profiles
@@ -201,14 +201,9 @@ def _distinct_records(
     return counts
 
 
-def _reasons(event: Event) -> list[ReasonRead]:
-    messages = {r["code"]: r["message"] for r in event.details.get("reasons", [])}
-    return [ReasonRead(code=code, message=messages.get(code, code)) for code in event.reasons]
-
-
 def _decision_result(event: Event, duplicate: bool) -> DecisionResult:
     return DecisionResult(
-        decision=event.decision or "", reasons=_reasons(event), seq=event.seq,
+        decision=event.decision or "", reasons=explain(event.reasons, event.details), seq=event.seq,
         event_id=event.event_id, flags=list(event.flags),
         policy_version=event.policy_version or "", duplicate=duplicate,
     )  # fmt: skip

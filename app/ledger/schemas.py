@@ -1,12 +1,35 @@
-"""Response bodies of the integrity endpoints."""
+"""Response bodies of the integrity endpoints, and the reasons of a logged event."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from app.ledger.canonical import format_timestamp
+
+
+class ReasonRead(BaseModel):
+    """A deny reason: its stable code and a message for people."""
+
+    code: str
+    message: str
+
+
+def explain(codes: Sequence[str], details: Mapping[str, Any]) -> list[ReasonRead]:
+    """Reason codes with their messages (from `details["reasons"]`, else the code itself).
+
+    The ledger hashes the codes in `reasons` and the messages inside `details`.
+    """
+    messages: dict[str, str] = {}
+    recorded = details.get("reasons")
+    if isinstance(recorded, list):
+        for reason in recorded:
+            if isinstance(reason, dict) and isinstance(reason.get("message"), str):
+                messages[str(reason.get("code"))] = reason["message"]
+    return [ReasonRead(code=code, message=messages.get(code, code)) for code in codes]
 
 
 class VerificationRead(BaseModel):

@@ -17,6 +17,7 @@ from pydantic import (
     field_validator,
 )
 
+from app.ledger.schemas import ReasonRead
 from app.policy.reasons import Flag
 
 Kind = Literal["decision", "report", "admin", "login", "export", "review"]
@@ -132,11 +133,6 @@ class FlagsQuery(_Page, EventFilters):
 
     status: ReviewStatus | None = Field(None, description="`open` (never reviewed) or `reviewed`")
     newest_first: bool = Field(False, description="order by seq descending")
-
-
-class ReasonRead(BaseModel):
-    code: str
-    message: str
 
 
 class EventRead(BaseModel):

@@ -25,6 +25,7 @@ from app.context import AppContext
 from app.deps import Principal
 from app.errors import Invalid, NotFound
 from app.ledger.models import Event
+from app.ledger.schemas import explain
 from app.ledger.service import NewEvent
 from app.reports import repository
 from app.reports.repository import Criteria
@@ -47,7 +48,6 @@ from app.reports.schemas import (
     FlagsReport,
     MissionCreep,
     ReasonCount,
-    ReasonRead,
     ReviewCreate,
     ReviewRead,
     SummaryGroup,
@@ -101,17 +101,6 @@ def criteria(
         since=since,
         until=until,
     )
-
-
-def explain(codes: Sequence[str], details: Mapping[str, Any]) -> list[ReasonRead]:
-    """Reason codes with their messages (from `details["reasons"]`, else the code itself)."""
-    messages: dict[str, str] = {}
-    recorded = details.get("reasons")
-    if isinstance(recorded, list):
-        for reason in recorded:
-            if isinstance(reason, dict) and isinstance(reason.get("message"), str):
-                messages[str(reason.get("code"))] = reason["message"]
-    return [ReasonRead(code=code, message=messages.get(code, code)) for code in codes]
 
 
 def event_read(event: Event) -> EventRead:
