@@ -111,9 +111,13 @@
     $("board").hidden = false;
     const scope = $("scope");
     if (!scope.since.value) {
-      const today = new Date();
-      const start = new Date(today.getTime() - 29 * 86400000);
-      scope.until.value = today.toISOString().slice(0, 10);
+      // The 30 days up to the latest recorded access (today's if there is none): a log of a
+      // mission that has ended should not open on an empty month.
+      const days = await getJSON("/v1/reports/summary?group_by=day");
+      const latest = days.groups.map((g) => g.key.day).filter(Boolean).sort().pop();
+      const end = latest ? new Date(latest + "T00:00:00Z") : new Date();
+      const start = new Date(end.getTime() - 29 * 86400000);
+      scope.until.value = end.toISOString().slice(0, 10);
       scope.since.value = start.toISOString().slice(0, 10);
     }
     await loadFacilities();
