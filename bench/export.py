@@ -39,14 +39,13 @@ from harness import (
     ROOT,
     Table,
     app_server_command,
-    database,
     free_port,
     machine,
     server,
     server_env,
     write_results,
 )
-from mission_log import describe, load
+from mission_log import prepared_log
 from sqlalchemy.engine import make_url
 
 RATIO_TARGET = 0.3
@@ -184,18 +183,7 @@ def bench_database(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aa-bench-x-")))
         key_file = (args.key_dir or workdir) / "signing.pem"
-        if args.database_url:
-            from app.migrate import upgrade
-
-            url = args.database_url
-            upgrade(url)
-        else:
-            url = stack.enter_context(database(kind, workdir, args.pg_server))
-        loaded = describe(url)
-        if loaded.events == 0:
-            loaded = load(url, args.events, args.seed, key_file)
-            print(f"[{kind}] loaded {loaded.events:,} events in {loaded.seconds:.0f} s",
-                  file=sys.stderr)  # fmt: skip
+        url, loaded = prepared_log(stack, kind, workdir, key_file, args)
         create_auditor(url, key_file)
         port = free_port()
         log = workdir / "server.log"

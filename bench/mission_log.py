@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -227,6 +228,30 @@ def _copy(conn: Any, rows: list[dict[str, Any]]) -> None:
             copy.write_row([
                 json.dumps(row[c]) if c in json_columns else row[c] for c in columns
             ])  # fmt: skip
+
+
+def prepared_log(
+    stack: ExitStack, kind: str, workdir: Path, key_file: Path, args: Any
+) -> tuple[str, LoadedLog]:
+    """A database holding the benchmark log: `--database-url` as given (loaded if empty),
+    else a fresh one of `kind` that `stack` drops afterwards."""
+    from harness import database
+
+    if args.database_url:
+        from app.migrate import upgrade
+
+        url = args.database_url
+        upgrade(url)
+    else:
+        url = stack.enter_context(database(kind, workdir, args.pg_server))
+    loaded = describe(url)
+    if loaded.events == 0:
+        loaded = load(url, args.events, args.seed, key_file)
+        print(f"[{kind}] loaded {loaded.events:,} events in {loaded.seconds:.0f} s",
+              file=sys.stderr)  # fmt: skip
+    else:
+        print(f"[{kind}] reusing {loaded.events:,} events at {url}", file=sys.stderr)
+    return url, loaded
 
 
 def describe(database_url: str) -> LoadedLog:

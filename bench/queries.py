@@ -40,13 +40,12 @@ from harness import (
     PG_SERVER,
     POLICY_DIR,
     Table,
-    database,
     machine,
     median,
     percentile,
     write_results,
 )
-from mission_log import LoadedLog, describe, load
+from mission_log import LoadedLog, prepared_log
 from sqlalchemy.engine import make_url
 
 FAST_MS = 50.0
@@ -141,20 +140,7 @@ def bench_database(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aa-bench-q-")))
         key_file = (args.key_dir or workdir) / "signing.pem"
-        if args.database_url:
-            from app.migrate import upgrade
-
-            url = args.database_url
-            upgrade(url)
-        else:
-            url = stack.enter_context(database(kind, workdir, args.pg_server))
-        loaded = describe(url)
-        if loaded.events == 0:
-            loaded = load(url, args.events, args.seed, key_file)
-            print(f"[{kind}] loaded {loaded.events:,} events in {loaded.seconds:.0f} s",
-                  file=sys.stderr)  # fmt: skip
-        else:
-            print(f"[{kind}] reusing {loaded.events:,} events at {url}", file=sys.stderr)
+        url, loaded = prepared_log(stack, kind, workdir, key_file, args)
         settings = Settings(database_url=url, policy_dir=POLICY_DIR, signing_key_file=key_file,
                             secret_key=secrets.token_urlsafe(48))  # fmt: skip
         context = build_context(settings)
