@@ -158,7 +158,7 @@ def test_checkpoint_on_demand_verifies_from_its_json(
     assert verify_signature(pem.text, message, checkpoint["signature"])
 
     listed = client.get("/v1/integrity/checkpoints", headers=auditor).json()
-    assert listed["items"][0] == checkpoint  # newest first
+    assert listed[0] == checkpoint  # newest first
 
 
 def test_checkpoints_page_newest_or_oldest_first(
@@ -167,19 +167,20 @@ def test_checkpoints_page_newest_or_oldest_first(
     for n in (1, 2, 3):
         append(session, context, n)
         assert client.post("/v1/integrity/checkpoints", headers=auditor).status_code == 201
-    first = client.get("/v1/integrity/checkpoints?limit=2", headers=auditor).json()
-    assert len(first["items"]) == 2
-    assert first["items"][0]["seq"] > first["items"][1]["seq"]
+    first_page = client.get("/v1/integrity/checkpoints?limit=2", headers=auditor)
+    first = first_page.json()
+    assert len(first) == 2
+    assert first[0]["seq"] > first[1]["seq"]
     second = client.get(
         "/v1/integrity/checkpoints",
-        params={"limit": 2, "cursor": first["next_cursor"]},
+        params={"limit": 2, "cursor": first_page.headers["x-next-cursor"]},
         headers=auditor,
     ).json()
-    assert second["items"][0]["seq"] < first["items"][1]["seq"]
+    assert second[0]["seq"] < first[1]["seq"]
     oldest = client.get("/v1/integrity/checkpoints?order=oldest&limit=1000", headers=auditor)
-    seqs = [item["seq"] for item in oldest.json()["items"]]
+    seqs = [item["seq"] for item in oldest.json()]
     assert seqs == sorted(seqs)
-    assert oldest.json()["next_cursor"] is None
+    assert "x-next-cursor" not in oldest.headers
     bad = client.get("/v1/integrity/checkpoints?cursor=abc", headers=auditor)
     assert bad.status_code == 422
     assert client.get("/v1/integrity/checkpoints?limit=1001", headers=auditor).status_code == 422

@@ -177,10 +177,8 @@ def load_keys(paths: list[Path]) -> dict[str, Ed25519PublicKey]:
 
 
 def load_checkpoints(path: Path) -> list[dict[str, Any]]:
-    """One checkpoint, a list of them, or a page of `GET /v1/integrity/checkpoints`."""
+    """One checkpoint, or a list of them (as `GET /v1/integrity/checkpoints` returns)."""
     loaded = json.loads(path.read_text())
-    if isinstance(loaded, dict) and "items" in loaded:
-        loaded = loaded["items"]
     return loaded if isinstance(loaded, list) else [loaded]
 
 

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from app.deps import AuditorDep, ContextDep, ReaderDep, SessionDep
 from app.errors import Problem
 from app.ledger import service
-from app.ledger.schemas import CheckpointPage, PublicKeyRead, SignedCheckpoint, VerificationRead
+from app.ledger.schemas import PublicKeyRead, SignedCheckpoint, VerificationRead
 from app.ledger.verify import Verification
 
 router = APIRouter(prefix="/v1/integrity", tags=["integrity"])
 
 PEM_MEDIA_TYPE = "application/x-pem-file"
+NEXT_CURSOR = "X-Next-Cursor"
 
 
 @router.get("/verify", response_model=VerificationRead)
@@ -30,8 +31,16 @@ def verify(
     return service.verify(session, context.ledger, from_seq, to_seq)
 
 
-@router.get("/checkpoints", response_model=CheckpointPage)
+@router.get(
+    "/checkpoints",
+    response_model=list[SignedCheckpoint],
+    responses={200: {"headers": {NEXT_CURSOR: {
+        "description": "cursor of the next page; absent on the last page",
+        "schema": {"type": "string"},
+    }}}},
+)  # fmt: skip
 def list_checkpoints(
+    response: Response,
     session: SessionDep,
     _: ReaderDep,
     order: Annotated[
@@ -39,16 +48,19 @@ def list_checkpoints(
     ] = "newest",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[
-        str | None, Query(max_length=32, description="`next_cursor` of the previous page")
+        str | None, Query(max_length=32, description=f"the {NEXT_CURSOR} of the previous page")
     ] = None,
-) -> CheckpointPage:
-    """Signed heads in the order they were signed, newest first unless `order=oldest`."""
+) -> list[SignedCheckpoint]:
+    """Signed heads in the order they were signed, newest first unless `order=oldest`.
+
+    The body is the list the contract names; the next page's cursor is in a header.
+    """
     rows, next_cursor = service.list_checkpoints(
         session, newest_first=order == "newest", cursor=cursor, limit=limit
     )
-    return CheckpointPage(
-        items=[SignedCheckpoint.model_validate(row) for row in rows], next_cursor=next_cursor
-    )
+    if next_cursor is not None:
+        response.headers[NEXT_CURSOR] = next_cursor
+    return [SignedCheckpoint.model_validate(row) for row in rows]
 
 
 @router.post(

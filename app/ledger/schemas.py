@@ -64,11 +64,6 @@ class SignedCheckpoint(BaseModel):
         return format_timestamp(value)
 
 
-class CheckpointPage(BaseModel):
-    items: list[SignedCheckpoint]
-    next_cursor: str | None
-
-
 class PublicKeyRead(BaseModel):
     """A public key that signs (or once signed) checkpoints and export manifests."""
 

@@ -281,23 +281,6 @@ def _record(
     )
 
 
-def actor_profile(user: User) -> ActorProfile:
-    """The evaluator's view of a user."""
-    training: dict[str, list[TrainingRecord]] = {}
-    for record in user.training:
-        training.setdefault(record.module, []).append(
-            TrainingRecord(record.module, record.completed_on, record.expires_on)
-        )
-    return ActorProfile(
-        username=user.username,
-        roles=tuple(user.roles),
-        facilities=frozenset(user.facilities),
-        volunteer=user.volunteer,
-        active=user.active,
-        training={module: tuple(records) for module, records in training.items()},
-    )
-
-
 def actor_profiles(session: Session, usernames: Iterable[str]) -> dict[str, ActorProfile]:
     """The evaluator's view of each known user of `usernames` (one query, no ORM objects)."""
     profiles: dict[str, ActorProfile] = {}
