@@ -51,11 +51,6 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--password", help="the password, or - to read it from stdin")
     add.set_defaults(run=_users_add)
 
-    ensure = users.add_parser(
-        "ensure-admin", help="create an `admin` user with a new password if no admin can log in"
-    )
-    ensure.set_defaults(run=_users_ensure_admin)
-
     demo = sub.add_parser("demo", help="load a year of realistic demo data (empty database)")
     demo.add_argument(
         "--if-empty",
@@ -161,35 +156,6 @@ def _users_add(args: argparse.Namespace) -> int:
     finally:
         context.engine.dispose()
     print(f"created {user.username} with roles {', '.join(user.roles)}")
-    return 0
-
-
-def _users_ensure_admin(_: argparse.Namespace) -> int:
-    import secrets
-
-    from app.context import build_context
-    from app.users import service
-    from app.users.schemas import UserCreate
-
-    context = build_context(Settings())
-    try:
-        with context.writer() as session, session.begin():
-            admins = service.admins_who_can_log_in(session)
-            if admins:
-                print(f"admin login: {admins[0]} (password as set earlier)")
-                return 0
-            password = secrets.token_urlsafe(12)
-            service.create_user(
-                session,
-                context,
-                None,
-                UserCreate(
-                    username="admin", full_name="Administrator", roles=["admin"], password=password
-                ),
-            )
-    finally:
-        context.engine.dispose()
-    print(f"created admin login: admin / {password}  (shown once; change it)")
     return 0
 
 

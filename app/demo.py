@@ -16,17 +16,16 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-
 from app.access import service as access
 from app.access.schemas import DecisionRequest, EventBatch, EventReport
 from app.auth.roles import Role
 from app.context import AppContext
 from app.deps import Principal
-from app.ledger.models import Event
+from app.ledger import repository as ledger_repository
 from app.policy.evaluator import CompiledPolicy
+from app.reports.schemas import SummaryQuery
+from app.reports.service import summary_report
 from app.users import service as users
-from app.users.models import User
 from app.users.schemas import ClientCreate, TrainingCreate, UserCreate
 
 DEMO_PASSWORD = "mission-demo-password"  # development demo only; printed on purpose
@@ -115,7 +114,7 @@ class Submission:
 
 def already_loaded(context: AppContext) -> bool:
     with context.reader() as session:
-        return bool(session.scalar(select(func.count()).select_from(User)))
+        return users.any_user(session)
 
 
 def load(
@@ -343,12 +342,14 @@ def _demo_file(context: AppContext) -> Path:
 def summary(context: AppContext) -> dict[str, Any]:
     """Counts and logins to print after loading (or on every `make run`)."""
     with context.reader() as session:
-        events = session.scalar(select(func.count()).select_from(Event)) or 0
-        denied = session.scalar(
-            select(func.count()).select_from(Event).where(Event.decision == "deny",
-                                                          Event.kind.in_(("decision", "report")))
-        ) or 0  # fmt: skip
+        head = ledger_repository.head(session)
+        access = summary_report(session, context, SummaryQuery(group_by=[]))
         demo_admin = users.get_user_or_none(session, "admin")
     path = _demo_file(context)
     client = json.loads(path.read_text()) if path.exists() else None
-    return {"events": events, "denied": denied, "demo": demo_admin is not None, "client": client}
+    return {
+        "events": head[0] if head else 0,  # seq has no gaps: the head's seq is the count
+        "denied": sum(group.denied for group in access.groups),
+        "demo": demo_admin is not None,
+        "client": client,
+    }

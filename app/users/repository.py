@@ -50,8 +50,8 @@ def list_users(session: Session, *, after: str | None, limit: int) -> list[User]
     return list(session.scalars(query))
 
 
-def active_users(session: Session) -> list[User]:
-    return list(session.scalars(select(User).where(User.active).order_by(User.username)))
+def any_user(session: Session) -> bool:
+    return session.scalar(select(User.id).limit(1)) is not None
 
 
 def add(session: Session, row: User | Training | Client) -> None:

@@ -305,12 +305,8 @@ def actor_profiles(session: Session, usernames: Iterable[str]) -> dict[str, Acto
     return profiles
 
 
-def admins_who_can_log_in(session: Session) -> list[str]:
-    return [
-        u.username
-        for u in repository.active_users(session)
-        if Role.admin.value in u.roles and u.can_log_in
-    ]
+def any_user(session: Session) -> bool:
+    return repository.any_user(session)
 
 
 def list_clients(session: Session) -> list[Client]:
