@@ -444,3 +444,15 @@ def test_failed_commit_is_503_never_allow(
     response = client.post("/v1/decisions", headers=integration, json=decision())
     assert response.status_code == 503
     assert "allow" not in response.text
+
+
+def test_volume_spike_counts_a_logged_access_at_the_same_instant(
+    client: TestClient, integration: dict[str, str], mission: AppContext
+) -> None:
+    def touch(i: int) -> dict[str, Any]:
+        record = {"type": "detainee_case", "id": f"GRN-{i}", "facility": "greene"}
+        return report(i, "2025-11-03T09:00:00-06:00", record=record)
+
+    client.post("/v1/events", headers=integration, json={"events": [touch(i) for i in range(50)]})
+    results = client.post("/v1/events", headers=integration, json={"events": [touch(50)]}).json()
+    assert results["results"][0]["flags"] == ["volume_spike"]  # the 51st in (t - 1 h, t]

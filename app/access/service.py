@@ -104,26 +104,25 @@ def report(
                        source_ip)
         )  # fmt: skip
     appended = context.ledger.append(session, now, events)
-    by_index = {i: (a, e) for i, a, e in zip(fresh, appended, events, strict=True)}
+    first_results = {
+        item.client_event_id: EventResult(
+            client_event_id=item.client_event_id, seq=a.seq, event_id=a.event_id,
+            decision=e.decision or "", reasons=list(e.reasons), flags=list(e.flags),
+            duplicate=False,
+        )
+        for item, a, e in zip(items, appended, events, strict=True)
+    }  # fmt: skip
     results: list[EventResult] = []
     for i, item in enumerate(batch.events):
-        if i in by_index:
-            a, e = by_index[i]
-            results.append(EventResult(
-                client_event_id=item.client_event_id, seq=a.seq, event_id=a.event_id,
-                decision=e.decision or "", reasons=list(e.reasons), flags=list(e.flags),
-                duplicate=False,
-            ))  # fmt: skip
-        elif (caller.name, item.client_event_id) in known:
-            stored = known[(caller.name, item.client_event_id)]
+        stored = known.get((caller.name, item.client_event_id))
+        if stored is not None:  # sent in an earlier request
             results.append(_event_result(stored))
+        elif first_in_batch[item.client_event_id] == i:
+            results.append(first_results[item.client_event_id])
         else:  # repeated inside this batch: the first occurrence's result
-            a, e = by_index[first_in_batch[item.client_event_id]]
-            results.append(EventResult(
-                client_event_id=item.client_event_id, seq=a.seq, event_id=a.event_id,
-                decision=e.decision or "", reasons=list(e.reasons), flags=list(e.flags),
-                duplicate=True,
-            ))  # fmt: skip
+            results.append(
+                first_results[item.client_event_id].model_copy(update={"duplicate": True})
+            )
     return results
 
 
