@@ -140,7 +140,7 @@ def load(
             context.clock = lambda at=sub.at: at  # type: ignore[misc]
             with context.writer() as session, session.begin():
                 if sub.kind == "decision":
-                    access.decide(session, context, caller, sub.payload, "10.20.0.15")
+                    access.decide(session, context, [access.Ask(caller, sub.payload, "10.20.0.15")])
                 elif sub.kind == "reports":
                     access.report(session, context, caller, sub.payload, "10.20.0.15")
                 else:  # refresher training, recorded by the administrator that day

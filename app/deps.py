@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Annotated, Any
 from weakref import WeakKeyDictionary
@@ -17,8 +17,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from app.auth.roles import Role
+from app.auth.tokens import TokenClaims
 from app.context import AppContext
 from app.errors import Forbidden, LedgerUnavailable, Unauthorized
+from app.grouping import GroupQueue
 from app.users import repository as users_repo
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -42,9 +44,8 @@ async def get_session(request: Request, context: ContextDep) -> AsyncIterator[Se
     threadpool (a handler that committed itself leaves nothing, and costs no hop).
     """
     writes = request.method not in READ_METHODS
-    factory = context.writer if writes else context.reader
-    async with _writer_turn(context, writes):
-        session = factory()
+    async with writer_turn(context) if writes else nullcontext():
+        session = (context.writer if writes else context.reader)()
         try:
             yield session
         except BaseException:
@@ -74,7 +75,7 @@ _sqlite_writers: WeakKeyDictionary[
 
 
 @asynccontextmanager
-async def _writer_turn(context: AppContext, writes: bool) -> AsyncIterator[None]:
+async def writer_turn(context: AppContext) -> AsyncIterator[None]:
     """On SQLite, this process's writers queue on a lock of its own before BEGIN IMMEDIATE.
 
     SQLite's busy handler sleeps in growing steps (up to 100 ms) while another connection
@@ -82,7 +83,7 @@ async def _writer_turn(context: AppContext, writes: bool) -> AsyncIterator[None]
     p99 of seconds); a lock hands over at once. Other processes still queue in SQLite.
     """
     engine = context.engine
-    if not writes or engine.dialect.name != "sqlite":
+    if engine.dialect.name != "sqlite":
         yield
         return
     locks = _sqlite_writers.setdefault(asyncio.get_running_loop(), WeakKeyDictionary())
@@ -133,33 +134,78 @@ class Principal:
     roles: frozenset[str]
 
 
-def get_principal(
-    session: SessionDep,
-    context: ContextDep,
-    token: Annotated[str | None, Depends(oauth2_scheme)],
-) -> Principal:
+TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
+
+
+def get_principal(session: SessionDep, context: ContextDep, token: TokenDep) -> Principal:
     """Read the bearer token, then roles and the active flag from the database, every time."""
+    principal = _lookup(session, _claims(context, token))
+    if principal is None:
+        raise Unauthorized("invalid or expired token")
+    return principal
+
+
+_principal_groups = GroupQueue[TokenClaims, Principal | None](max_group=256)
+
+
+async def get_principal_apart(
+    factories: SessionFactoriesDep, context: ContextDep, token: TokenDep
+) -> Principal:
+    """`get_principal` outside the request's transaction, for a handler that writes through
+    a queue of its own (POST /v1/decisions): a writer session would hold SQLite's write
+    turn for the whole request. Lookups that wait go together, in one read-only session."""
+    claims = _claims(context, token)
+    reader = factories.reader
+
+    async def run(group: Sequence[TokenClaims]) -> list[Principal | None]:
+        return await run_in_threadpool(_lookup_group, reader, group)
+
+    principal = await _principal_groups.submit(reader, claims, run)
+    if principal is None:
+        raise Unauthorized("invalid or expired token")
+    return principal
+
+
+def _lookup_group(
+    reader: Callable[[], Session], group: Sequence[TokenClaims]
+) -> list[Principal | None]:
+    found: dict[TokenClaims, Principal | None] = {}
+    with reader() as session:
+        for claims in group:
+            if claims not in found:
+                found[claims] = _lookup(session, claims)
+    return [found[claims] for claims in group]
+
+
+def _claims(context: AppContext, token: str | None) -> TokenClaims:
     if not token:
         raise Unauthorized("not authenticated")
-    claims = context.tokens.read(token)
+    return context.tokens.read(token)
+
+
+def _lookup(session: Session, claims: TokenClaims) -> Principal | None:
+    """The principal a verified token names, if it exists and is active."""
     if claims.kind == "client":
         if not users_repo.client_is_active(session, claims.subject):
-            raise Unauthorized("invalid or expired token")
+            return None
         return Principal("client", claims.subject, INTEGRATION_ROLES)
     user = users_repo.user_by_username(session, claims.subject)
     if user is None or not user.active or user.password_hash is None:
-        raise Unauthorized("invalid or expired token")
+        return None
     return Principal("user", user.username, frozenset(user.roles))
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require(*roles: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
+def require(
+    *roles: Role, principal: Callable[..., Any] = get_principal
+) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
     """A dependency that lets through principals holding any of `roles`, else 403."""
     wanted = frozenset(role.value for role in roles)
+    found: Any = Depends(principal)  # a default: a local name in a string annotation is lost
 
-    async def guard(principal: PrincipalDep) -> Principal:
+    async def guard(principal: Principal = found) -> Principal:
         if principal.roles.isdisjoint(wanted):
             raise Forbidden(f"requires one of the roles: {', '.join(sorted(wanted))}")
         return principal
@@ -169,6 +215,10 @@ def require(*roles: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal
 
 AdminDep = Annotated[Principal, Depends(require(Role.admin))]
 IntegrationDep = Annotated[Principal, Depends(require(Role.integration))]
+# For POST /v1/decisions, which appends through the decision queue.
+IntegrationApartDep = Annotated[
+    Principal, Depends(require(Role.integration, principal=get_principal_apart))
+]
 ReaderDep = Annotated[Principal, Depends(require(Role.oversight, Role.auditor))]
 OversightDep = Annotated[Principal, Depends(require(Role.oversight))]
 AuditorDep = Annotated[Principal, Depends(require(Role.auditor))]

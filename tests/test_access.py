@@ -433,17 +433,23 @@ def test_failed_commit_is_503_never_allow(
     session: Session,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_commit = session.commit
+    real_commit = Session.commit
 
-    def broken_commit() -> None:
-        if session.info.get("ledger_locked") is session.get_transaction():
+    def broken_commit(self: Session) -> None:
+        # Every session that holds the ledger lock: the decision queue writes in its own.
+        if self.info.get("ledger_locked") is self.get_transaction():
             raise OperationalError("COMMIT", {}, Exception("database is locked"))
-        real_commit()
+        real_commit(self)
 
-    monkeypatch.setattr(session, "commit", broken_commit)
+    before = event_count(session)
+    monkeypatch.setattr(Session, "commit", broken_commit)
     response = client.post("/v1/decisions", headers=integration, json=decision())
     assert response.status_code == 503
     assert "allow" not in response.text
+    batch = client.post("/v1/events", headers=integration, json={"events": [report(1)]})
+    assert batch.status_code == 503
+    monkeypatch.undo()
+    assert event_count(session) == before
 
 
 def test_volume_spike_counts_a_logged_access_at_the_same_instant(

@@ -7,9 +7,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
-from app.access import service
+from app.access import queue, service
 from app.access.schemas import BatchResult, DecisionRequest, DecisionResult, EventBatch
-from app.deps import ContextDep, IntegrationDep, SessionDep, client_address
+from app.deps import (
+    ContextDep,
+    IntegrationApartDep,
+    IntegrationDep,
+    SessionDep,
+    SessionFactoriesDep,
+    client_address,
+)
 from app.errors import Problem
 
 router = APIRouter(prefix="/v1", tags=["access"])
@@ -23,23 +30,23 @@ def commit_now(session: Session) -> None:
     """Commit in the handler's own thread, before the answer is built.
 
     The session dependency would commit too, but only after the response is serialised and
-    two threadpool hops later, and the ledger lock lasts until the commit: every other
-    append would wait out that detour. The dependency's commit then has nothing left to do.
+    a threadpool hop later, and the ledger lock lasts until the commit: every other append
+    would wait out that detour. The dependency's commit then has nothing left to do.
     """
     session.commit()
 
 
 @router.post("/decisions", response_model=DecisionResult, responses=UNAVAILABLE)
-def decide(
+async def decide(
     body: DecisionRequest,
     request: Request,
-    session: SessionDep,
     context: ContextDep,
-    caller: IntegrationDep,
+    factories: SessionFactoriesDep,
+    caller: IntegrationApartDep,
 ) -> DecisionResult:
     """Ask before an access: allow or deny with every reason; the decision is logged first."""
-    result = service.decide(session, context, caller, body, client_address(request))
-    commit_now(session)
+    ask = service.Ask(caller, body, client_address(request))
+    result = await queue.decide(context, factories.writer, ask)
     request.app.state.metrics.decisions.labels("decision", result.decision).inc()
     return result
 

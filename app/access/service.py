@@ -2,12 +2,15 @@
 
 Both paths take the ledger lock first, so the idempotency check, the volume count and the
 append see one consistent log, and two requests can never both think they are first.
+Decisions arrive one per request but are written in groups (`app.access.queue`): a group
+is judged at one instant and appended in one transaction, in the order it arrived.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any
@@ -27,41 +30,60 @@ from app.errors import Invalid
 from app.ledger import repository as ledger_repo
 from app.ledger.models import Event
 from app.ledger.schemas import ReasonRead, explain
-from app.ledger.service import NewEvent
+from app.ledger.service import Appended, NewEvent
 from app.policy.evaluator import AccessRequest, ActorProfile, Judgement
 from app.users.service import actor_profiles
 
 MAX_FUTURE = timedelta(minutes=5)
 
+# (source, client_event_id): what makes a request a repeat of one already logged
+IdempotencyKey = tuple[str, str]
 
-def decide(
-    session: Session,
-    context: AppContext,
-    caller: Principal,
-    body: DecisionRequest,
-    source_ip: str | None,
-) -> DecisionResult:
-    """Evaluate a request at the server's clock, append the decision, and return it."""
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One decision request: who sent it, what it asks, and from which address."""
+
+    caller: Principal
+    body: DecisionRequest
+    source_ip: str | None
+
+
+def decide(session: Session, context: AppContext, asks: Sequence[Ask]) -> list[DecisionResult]:
+    """Judge `asks` at the server's clock and append them in order; results in that order.
+
+    An ask that repeats a logged `(caller, client_event_id)`, or an earlier ask of the same
+    group, appends nothing and answers with the first one's result, marked `duplicate`.
+    """
     now = context.clock()
-    # The profile is read before the lock: the lock covers only what the log decides.
-    profile = actor_profiles(session, [body.actor]).get(body.actor)
     context.ledger.lock(session)
-    if body.client_event_id is not None:
-        known = ledger_repo.events_by_client_ids(session, [(caller.name, body.client_event_id)])
-        if known:
-            return _decision_result(next(iter(known.values())), duplicate=True)
-    counts = _distinct_records(session, context, [(body, now)])
-    judgement = context.policy.judge(
-        profile, _request(body), now, distinct_records_in_window=counts[0]
-    )
-    event = _new_event("decision", body, now, profile, judgement, context, caller, source_ip)
-    appended = context.ledger.append(session, now, [event])[0]
-    return DecisionResult(
-        decision=judgement.decision,
-        reasons=[ReasonRead(code=r.code.value, message=r.message) for r in judgement.reasons],
-        seq=appended.seq, event_id=appended.event_id, flags=list(event.flags),
-        policy_version=context.policy.version,
+    keys = [
+        None if ask.body.client_event_id is None else (ask.caller.name, ask.body.client_event_id)
+        for ask in asks
+    ]
+    known, fresh, first = _first_sightings(session, keys)
+    judged = _judge_and_append(
+        session, context, "decision", now,
+        [(asks[i].caller, asks[i].body, now, asks[i].source_ip) for i in fresh],
     )  # fmt: skip
+    answers = {
+        i: DecisionResult(
+            decision=judgement.decision,
+            reasons=[ReasonRead(code=r.code.value, message=r.message) for r in judgement.reasons],
+            seq=appended.seq, event_id=appended.event_id, flags=list(event.flags),
+            policy_version=context.policy.version,
+        )
+        for i, (judgement, event, appended) in zip(fresh, judged, strict=True)
+    }  # fmt: skip
+    results: list[DecisionResult] = []
+    for i, key in enumerate(keys):
+        if key is None or i in answers:  # an ask without a key is always new
+            results.append(answers[i])
+        elif key in known:  # sent in an earlier request
+            results.append(_decision_result(known[key], duplicate=True))
+        else:  # repeated inside this group: the first occurrence's result
+            results.append(answers[first[key]].model_copy(update={"duplicate": True}))
+    return results
 
 
 def report(
@@ -78,52 +100,70 @@ def report(
             raise Invalid(["body", "events", i, "occurred_at"],
                           "occurred_at is more than 5 minutes in the future")  # fmt: skip
     context.ledger.lock(session)
-    known = ledger_repo.events_by_client_ids(
-        session, {(caller.name, item.client_event_id) for item in batch.events}
-    )
-    first_in_batch: dict[str, int] = {}
-    fresh: list[int] = []
-    for i, item in enumerate(batch.events):
-        if item.client_event_id not in first_in_batch and (
-            (caller.name, item.client_event_id) not in known
-        ):
-            first_in_batch[item.client_event_id] = i
-            fresh.append(i)
+    keys = [(caller.name, item.client_event_id) for item in batch.events]
+    known, fresh, first = _first_sightings(session, keys)
     items = [batch.events[i] for i in fresh]
-    profiles = actor_profiles(session, {item.actor for item in items})
-    counts = _distinct_records(session, context, [(item, item.occurred_at) for item in items])
-    events: list[NewEvent] = []
-    for item, count in zip(items, counts, strict=True):
-        profile = profiles.get(item.actor)
-        judgement = context.policy.judge(
-            profile, _request(item), item.occurred_at, reported_at=now,
-            distinct_records_in_window=count,
-        )  # fmt: skip
-        events.append(
-            _new_event("report", item, item.occurred_at, profile, judgement, context, caller,
-                       source_ip)
-        )  # fmt: skip
-    appended = context.ledger.append(session, now, events)
-    first_results = {
-        item.client_event_id: EventResult(
-            client_event_id=item.client_event_id, seq=a.seq, event_id=a.event_id,
-            decision=e.decision or "", reasons=list(e.reasons), flags=list(e.flags),
+    judged = _judge_and_append(
+        session, context, "report", now,
+        [(caller, item, item.occurred_at, source_ip) for item in items],
+    )  # fmt: skip
+    answers = {
+        i: EventResult(
+            client_event_id=item.client_event_id, seq=appended.seq, event_id=appended.event_id,
+            decision=judgement.decision, reasons=judgement.reason_codes, flags=list(event.flags),
             duplicate=False,
         )
-        for item, a, e in zip(items, appended, events, strict=True)
+        for i, item, (judgement, event, appended) in zip(fresh, items, judged, strict=True)
     }  # fmt: skip
     results: list[EventResult] = []
-    for i, item in enumerate(batch.events):
-        stored = known.get((caller.name, item.client_event_id))
-        if stored is not None:  # sent in an earlier request
-            results.append(_event_result(stored))
-        elif first_in_batch[item.client_event_id] == i:
-            results.append(first_results[item.client_event_id])
+    for i, key in enumerate(keys):
+        if i in answers:
+            results.append(answers[i])
+        elif key in known:  # sent in an earlier request
+            results.append(_event_result(known[key]))
         else:  # repeated inside this batch: the first occurrence's result
-            results.append(
-                first_results[item.client_event_id].model_copy(update={"duplicate": True})
-            )
+            results.append(answers[first[key]].model_copy(update={"duplicate": True}))
     return results
+
+
+def _first_sightings(
+    session: Session, keys: Sequence[IdempotencyKey | None]
+) -> tuple[dict[IdempotencyKey, Event], list[int], dict[IdempotencyKey, int]]:
+    """(events logged under these keys, positions to judge and append, key -> its first
+    position). A position without a key is always new."""
+    known = ledger_repo.events_by_client_ids(session, {key for key in keys if key})
+    fresh: list[int] = []
+    first: dict[IdempotencyKey, int] = {}
+    for i, key in enumerate(keys):
+        if key is None:
+            fresh.append(i)
+        elif key not in known and key not in first:
+            first[key] = i
+            fresh.append(i)
+    return known, fresh, first
+
+
+def _judge_and_append(
+    session: Session,
+    context: AppContext,
+    kind: str,
+    now: datetime,
+    requests: Sequence[tuple[Principal, DecisionRequest, datetime, str | None]],
+) -> list[tuple[Judgement, NewEvent, Appended]]:
+    """Judge each (caller, request, as of, address) and append them all, in order."""
+    profiles = actor_profiles(session, {body.actor for _, body, _, _ in requests})
+    counts = _distinct_records(session, context, [(body, at) for _, body, at, _ in requests])
+    judged: list[tuple[Judgement, NewEvent]] = []
+    for (caller, body, at, source_ip), count in zip(requests, counts, strict=True):
+        profile = profiles.get(body.actor)
+        judgement = context.policy.judge(
+            profile, _request(body), at, reported_at=now if kind == "report" else None,
+            distinct_records_in_window=count,
+        )  # fmt: skip
+        event = _new_event(kind, body, at, profile, judgement, context, caller, source_ip)
+        judged.append((judgement, event))
+    appended = context.ledger.append(session, now, [event for _, event in judged])
+    return [(j, e, a) for (j, e), a in zip(judged, appended, strict=True)]
 
 
 def _request(body: DecisionRequest) -> AccessRequest:
