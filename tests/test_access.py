@@ -11,9 +11,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from app.access import service
+from app.access.schemas import DecisionRequest
+from app.access.service import Ask
 from app.context import AppContext
+from app.deps import Principal
 from app.ledger.models import Event
-from tests.conftest import at, fixed_clock, make_actor
+from tests.conftest import at, fixed_clock, make_actor, make_user, token
 
 NOV_3_MORNING = at("2025-11-03T10:00:00-06:00")  # a Monday, all facilities live
 
@@ -462,3 +466,59 @@ def test_volume_spike_counts_a_logged_access_at_the_same_instant(
     client.post("/v1/events", headers=integration, json={"events": [touch(i) for i in range(50)]})
     results = client.post("/v1/events", headers=integration, json={"events": [touch(50)]}).json()
     assert results["results"][0]["flags"] == ["volume_spike"]  # the 51st in (t - 1 h, t]
+
+
+def test_a_group_of_decisions_is_judged_together_in_arrival_order(
+    session: Session, mission: AppContext
+) -> None:
+    cms = Principal("client", "cms", frozenset({"integration"}))
+    other = Principal("client", "jail-records", frozenset({"integration"}))
+
+    def ask(i: int, caller: Principal = cms, **overrides: Any) -> Ask:
+        record = {"type": "detainee_case", "id": f"GRN-{i}", "facility": "greene"}
+        body = DecisionRequest.model_validate(decision(record=record, **overrides))
+        return Ask(caller, body, "10.0.0.7")
+
+    asks = [ask(i) for i in range(51)]
+    asks += [
+        ask(51, client_event_id="req-1"),
+        ask(52, client_event_id="req-1"),  # a repeat inside the group
+        ask(53, other, client_event_id="req-1"),  # the same id from another client
+    ]
+    before = event_count(session)
+    results = service.decide(session, mission, asks)
+
+    assert [r.seq for r in results[:52]] == list(range(results[0].seq, results[0].seq + 52))
+    assert [r.flags for r in results[:50]] == [[]] * 50
+    assert results[50].flags == ["volume_spike"]  # the 51st distinct record in the hour
+    assert results[52] == results[51].model_copy(update={"duplicate": True})
+    assert not results[51].duplicate
+    assert results[53].seq == results[51].seq + 1
+    assert not results[53].duplicate
+    assert event_count(session) == before + 53
+    again = service.decide(session, mission, [ask(99, client_event_id="req-1")])
+    assert again[0] == results[51].model_copy(update={"duplicate": True})
+
+
+def test_a_deactivated_client_is_refused_decisions_at_once(
+    client: TestClient, session: Session, context: AppContext
+) -> None:
+    admin_user = make_user(session, context, "admin.kim", ["admin"])
+    admin = token(client, admin_user.username)
+    created = client.post("/v1/clients", json={"name": "Jail records"}, headers=admin)
+    assert created.status_code == 201, created.text
+    created = created.json()
+    issued = client.post("/v1/auth/token", data={
+        "grant_type": "client_credentials", "client_id": created["client_id"],
+        "client_secret": created["client_secret"],
+    }).json()  # fmt: skip
+    headers = {"Authorization": f"Bearer {issued['access_token']}"}
+    assert client.post("/v1/decisions", headers=headers, json=decision()).status_code == 200
+    patched = client.patch(
+        f"/v1/clients/{created['client_id']}", json={"active": False}, headers=admin
+    )
+    assert patched.status_code == 200
+    before = event_count(session)
+    refused = client.post("/v1/decisions", headers=headers, json=decision())
+    assert refused.status_code == 401
+    assert event_count(session) == before

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from jose import jwt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.auth.tokens import TokenClaims, TokenService
 from app.context import AppContext
+from app.errors import Unauthorized
 from app.ledger.models import Event
 from app.users import service as users_service
 from app.users.schemas import ClientCreate
@@ -223,3 +227,20 @@ def test_deactivated_client_token_stops(
     )
     assert response.status_code == 200
     assert client.get("/v1/auth/me", headers=headers).status_code == 401
+
+
+def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = TokenService(SECRET, "HS256", 60)
+    issued = tokens.issue("officer.lee", "user", datetime.now(UTC))
+    assert tokens.read(issued) == TokenClaims("officer.lee", "user")
+    assert tokens.read(issued) == TokenClaims("officer.lee", "user")  # remembered
+    later = time.time() + 61
+    monkeypatch.setattr("app.auth.tokens.time.time", lambda: later)
+    with pytest.raises(Unauthorized):
+        tokens.read(issued)
+
+
+def test_a_token_without_expiry_is_refused() -> None:
+    forever = jwt.encode({"sub": "officer.lee", "typ": "user"}, SECRET, algorithm="HS256")
+    with pytest.raises(Unauthorized):
+        TokenService(SECRET, "HS256", 60).read(forever)

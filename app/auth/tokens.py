@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -11,6 +12,9 @@ from jose import JWTError, jwt
 from app.errors import Unauthorized
 
 PRINCIPAL_KINDS = ("user", "client")
+# Verified tokens remembered (with their expiry) so that a client's every request does not
+# pay a signature check again; forgetting them all when full keeps this trivially correct.
+VERIFIED_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +28,7 @@ class TokenService:
         self._secret = secret
         self.algorithm = algorithm
         self.ttl_seconds = ttl_seconds
+        self._verified: dict[str, tuple[TokenClaims, float]] = {}
 
     def issue(self, subject: str, kind: str, now: datetime) -> str:
         claims = {
@@ -36,7 +41,16 @@ class TokenService:
         return str(jwt.encode(claims, self._secret, algorithm=self.algorithm))
 
     def read(self, token: str) -> TokenClaims:
-        """Verify signature, algorithm and expiry; any failure is the same 401."""
+        """Verify signature, algorithm and expiry; any failure is the same 401.
+
+        Only a token that passed every check is remembered, and only until it expires; the
+        principal it names is still looked up (active? which roles?) on every request.
+        """
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() <= known[1]:
+                return known[0]
+            raise Unauthorized("invalid or expired token")
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") != self.algorithm:
@@ -44,7 +58,15 @@ class TokenService:
             claims = jwt.decode(token, self._secret, algorithms=[self.algorithm])
         except JWTError:
             raise Unauthorized("invalid or expired token") from None
-        subject, kind = claims.get("sub"), claims.get("typ")
-        if not isinstance(subject, str) or kind not in PRINCIPAL_KINDS:
+        subject, kind, expires = claims.get("sub"), claims.get("typ"), claims.get("exp")
+        if (
+            not isinstance(subject, str)
+            or kind not in PRINCIPAL_KINDS
+            or not isinstance(expires, int | float)  # a token that never expires is refused
+        ):
             raise Unauthorized("invalid or expired token")
-        return TokenClaims(subject, kind)
+        verified = TokenClaims(subject, kind)
+        if len(self._verified) >= VERIFIED_KEPT:
+            self._verified.clear()
+        self._verified[token] = (verified, float(expires))
+        return verified
