@@ -145,25 +145,33 @@ def get_principal(session: SessionDep, context: ContextDep, token: TokenDep) -> 
     return principal
 
 
-_principal_groups = GroupQueue[TokenClaims, Principal | None](max_group=256)
+_user_groups = GroupQueue[TokenClaims, Principal | None](max_group=256)
 
 
-async def get_principal_apart(
+async def get_decision_caller(
     factories: SessionFactoriesDep, context: ContextDep, token: TokenDep
 ) -> Principal:
-    """`get_principal` outside the request's transaction, for a handler that writes through
-    a queue of its own (POST /v1/decisions): a writer session would hold SQLite's write
-    turn for the whole request. Lookups that wait go together, in one read-only session."""
+    """The caller of POST /v1/decisions, found outside the request's transaction (the route
+    never opens one: a writer session would hold SQLite's write turn for the whole request).
+
+    Requires the integration role, as `require(Role.integration)` does. An integration
+    client's verified token names its only role, so nothing here can refuse it with 403;
+    whether the client is still registered and active is checked in the very transaction
+    that appends its decision (401 otherwise), instead of in one of its own. A user's roles
+    decide 403, so a user is looked up now; lookups that wait go together.
+    """
     claims = _claims(context, token)
+    if claims.kind == "client":
+        return Principal("client", claims.subject, INTEGRATION_ROLES)
     reader = factories.reader
 
     async def run(group: Sequence[TokenClaims]) -> list[Principal | None]:
         return await run_in_threadpool(_lookup_group, reader, group)
 
-    principal = await _principal_groups.submit(reader, claims, run)
+    principal = await _user_groups.submit(reader, claims, run)
     if principal is None:
         raise Unauthorized("invalid or expired token")
-    return principal
+    return _holding(principal, INTEGRATION_ROLES)
 
 
 def _lookup_group(
@@ -198,27 +206,25 @@ def _lookup(session: Session, claims: TokenClaims) -> Principal | None:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require(
-    *roles: Role, principal: Callable[..., Any] = get_principal
-) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
+def require(*roles: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
     """A dependency that lets through principals holding any of `roles`, else 403."""
     wanted = frozenset(role.value for role in roles)
-    found: Any = Depends(principal)  # a default: a local name in a string annotation is lost
 
-    async def guard(principal: Principal = found) -> Principal:
-        if principal.roles.isdisjoint(wanted):
-            raise Forbidden(f"requires one of the roles: {', '.join(sorted(wanted))}")
-        return principal
+    async def guard(principal: PrincipalDep) -> Principal:
+        return _holding(principal, wanted)
 
     return guard
 
 
+def _holding(principal: Principal, wanted: frozenset[str]) -> Principal:
+    if principal.roles.isdisjoint(wanted):
+        raise Forbidden(f"requires one of the roles: {', '.join(sorted(wanted))}")
+    return principal
+
+
 AdminDep = Annotated[Principal, Depends(require(Role.admin))]
 IntegrationDep = Annotated[Principal, Depends(require(Role.integration))]
-# For POST /v1/decisions, which appends through the decision queue.
-IntegrationApartDep = Annotated[
-    Principal, Depends(require(Role.integration, principal=get_principal_apart))
-]
+DecisionCallerDep = Annotated[Principal, Depends(get_decision_caller)]
 ReaderDep = Annotated[Principal, Depends(require(Role.oversight, Role.auditor))]
 OversightDep = Annotated[Principal, Depends(require(Role.oversight))]
 AuditorDep = Annotated[Principal, Depends(require(Role.auditor))]

@@ -12,11 +12,14 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.access import service
-from app.access.schemas import DecisionRequest
+from app.access.schemas import DecisionRequest, DecisionResult
 from app.access.service import Ask
 from app.context import AppContext
 from app.deps import Principal
+from app.errors import Unauthorized
 from app.ledger.models import Event
+from app.users import service as users_service
+from app.users.schemas import ClientCreate
 from tests.conftest import at, fixed_clock, make_actor, make_user, token
 
 NOV_3_MORNING = at("2025-11-03T10:00:00-06:00")  # a Monday, all facilities live
@@ -471,8 +474,12 @@ def test_volume_spike_counts_a_logged_access_at_the_same_instant(
 def test_a_group_of_decisions_is_judged_together_in_arrival_order(
     session: Session, mission: AppContext
 ) -> None:
-    cms = Principal("client", "cms", frozenset({"integration"}))
-    other = Principal("client", "jail-records", frozenset({"integration"}))
+    def registered(name: str) -> Principal:
+        client, _ = users_service.create_client(session, mission, None, ClientCreate(name=name))
+        return Principal("client", client.client_id, frozenset({"integration"}))
+
+    cms, other = registered("Case management"), registered("Jail records")
+    gone = Principal("client", "no-such-client", frozenset({"integration"}))
 
     def ask(i: int, caller: Principal = cms, **overrides: Any) -> Ask:
         record = {"type": "detainee_case", "id": f"GRN-{i}", "facility": "greene"}
@@ -484,9 +491,13 @@ def test_a_group_of_decisions_is_judged_together_in_arrival_order(
         ask(51, client_event_id="req-1"),
         ask(52, client_event_id="req-1"),  # a repeat inside the group
         ask(53, other, client_event_id="req-1"),  # the same id from another client
+        ask(54, gone),  # a client unknown (or deactivated) by the time its group is written
     ]
     before = event_count(session)
-    results = service.decide(session, mission, asks)
+    outcomes = service.decide(session, mission, asks)
+    assert isinstance(outcomes[54], Unauthorized)
+    results = [r for r in outcomes if isinstance(r, DecisionResult)]
+    assert len(results) == 54
 
     assert [r.seq for r in results[:52]] == list(range(results[0].seq, results[0].seq + 52))
     assert [r.flags for r in results[:50]] == [[]] * 50
@@ -497,7 +508,7 @@ def test_a_group_of_decisions_is_judged_together_in_arrival_order(
     assert not results[53].duplicate
     assert event_count(session) == before + 53
     again = service.decide(session, mission, [ask(99, client_event_id="req-1")])
-    assert again[0] == results[51].model_copy(update={"duplicate": True})
+    assert again == [results[51].model_copy(update={"duplicate": True})]
 
 
 def test_a_deactivated_client_is_refused_decisions_at_once(

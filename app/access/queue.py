@@ -23,12 +23,13 @@ from app.access.schemas import DecisionResult
 from app.access.service import Ask
 from app.context import AppContext
 from app.deps import writer_turn
+from app.errors import Unauthorized
 from app.grouping import GroupQueue
 
 # A bound on one transaction's size (and on how long its first request waits for the rest).
 MAX_GROUP = 256
 
-_groups = GroupQueue[Ask, DecisionResult](MAX_GROUP)
+_groups = GroupQueue[Ask, DecisionResult | Unauthorized](MAX_GROUP)
 
 
 async def decide(context: AppContext, writer: Callable[[], Session], ask: Ask) -> DecisionResult:
@@ -37,16 +38,19 @@ async def decide(context: AppContext, writer: Callable[[], Session], ask: Ask) -
     Groups are formed per session factory: the service has one; tests hand each app theirs.
     """
 
-    async def run(asks: Sequence[Ask]) -> list[DecisionResult]:
+    async def run(asks: Sequence[Ask]) -> list[DecisionResult | Unauthorized]:
         async with writer_turn(context):
             return await run_in_threadpool(_commit, context, writer, asks)
 
-    return await _groups.submit(writer, ask, run)
+    result = await _groups.submit(writer, ask, run)
+    if isinstance(result, Unauthorized):  # the client is unknown or no longer active
+        raise result
+    return result
 
 
 def _commit(
     context: AppContext, writer: Callable[[], Session], asks: Sequence[Ask]
-) -> list[DecisionResult]:
+) -> list[DecisionResult | Unauthorized]:
     with writer() as session:
         results = service.decide(session, context, asks)
         session.commit()

@@ -11,7 +11,7 @@ from app.access import queue, service
 from app.access.schemas import BatchResult, DecisionRequest, DecisionResult, EventBatch
 from app.deps import (
     ContextDep,
-    IntegrationApartDep,
+    DecisionCallerDep,
     IntegrationDep,
     SessionDep,
     SessionFactoriesDep,
@@ -42,7 +42,7 @@ async def decide(
     request: Request,
     context: ContextDep,
     factories: SessionFactoriesDep,
-    caller: IntegrationApartDep,
+    caller: DecisionCallerDep,
 ) -> DecisionResult:
     """Ask before an access: allow or deny with every reason; the decision is logged first."""
     ask = service.Ask(caller, body, client_address(request))

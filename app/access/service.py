@@ -26,12 +26,13 @@ from app.access.schemas import (
 )
 from app.context import AppContext
 from app.deps import Principal
-from app.errors import Invalid
+from app.errors import Invalid, Unauthorized
 from app.ledger import repository as ledger_repo
 from app.ledger.models import Event
 from app.ledger.schemas import ReasonRead, explain
 from app.ledger.service import Appended, NewEvent
 from app.policy.evaluator import AccessRequest, ActorProfile, Judgement
+from app.users import repository as users_repo
 from app.users.service import actor_profiles
 
 MAX_FUTURE = timedelta(minutes=5)
@@ -49,41 +50,57 @@ class Ask:
     source_ip: str | None
 
 
-def decide(session: Session, context: AppContext, asks: Sequence[Ask]) -> list[DecisionResult]:
+def decide(
+    session: Session, context: AppContext, asks: Sequence[Ask]
+) -> list[DecisionResult | Unauthorized]:
     """Judge `asks` at the server's clock and append them in order; results in that order.
 
-    An ask that repeats a logged `(caller, client_event_id)`, or an earlier ask of the same
-    group, appends nothing and answers with the first one's result, marked `duplicate`.
+    An integration client is checked here, in the transaction that appends its decisions:
+    an ask from a client that is unknown or no longer active appends nothing and gets
+    `Unauthorized`. An ask that repeats a logged `(caller, client_event_id)`, or an earlier
+    ask of the same group, appends nothing and answers with the first one's result, marked
+    `duplicate`.
     """
     now = context.clock()
     context.ledger.lock(session)
-    keys = [
-        None if ask.body.client_event_id is None else (ask.caller.name, ask.body.client_event_id)
-        for ask in asks
+    active = users_repo.active_clients(
+        session, {ask.caller.name for ask in asks if ask.caller.kind == "client"}
+    )
+    admitted = [
+        i for i, ask in enumerate(asks) if ask.caller.kind != "client" or ask.caller.name in active
     ]
+    taken = [asks[i] for i in admitted]
+    keys = [_key(ask) for ask in taken]
     known, fresh, first = _first_sightings(session, keys)
     judged = _judge_and_append(
         session, context, "decision", now,
-        [(asks[i].caller, asks[i].body, now, asks[i].source_ip) for i in fresh],
+        [(taken[j].caller, taken[j].body, now, taken[j].source_ip) for j in fresh],
     )  # fmt: skip
     answers = {
-        i: DecisionResult(
+        j: DecisionResult(
             decision=judgement.decision,
             reasons=[ReasonRead(code=r.code.value, message=r.message) for r in judgement.reasons],
             seq=appended.seq, event_id=appended.event_id, flags=list(event.flags),
             policy_version=context.policy.version,
         )
-        for i, (judgement, event, appended) in zip(fresh, judged, strict=True)
+        for j, (judgement, event, appended) in zip(fresh, judged, strict=True)
     }  # fmt: skip
-    results: list[DecisionResult] = []
-    for i, key in enumerate(keys):
-        if key is None or i in answers:  # an ask without a key is always new
-            results.append(answers[i])
+    results: list[DecisionResult | Unauthorized] = [
+        Unauthorized("invalid or expired token") for _ in asks
+    ]
+    for j, key in enumerate(keys):
+        if key is None or j in answers:  # an ask without a key is always new
+            results[admitted[j]] = answers[j]
         elif key in known:  # sent in an earlier request
-            results.append(_decision_result(known[key], duplicate=True))
+            results[admitted[j]] = _decision_result(known[key], duplicate=True)
         else:  # repeated inside this group: the first occurrence's result
-            results.append(answers[first[key]].model_copy(update={"duplicate": True}))
+            results[admitted[j]] = answers[first[key]].model_copy(update={"duplicate": True})
     return results
+
+
+def _key(ask: Ask) -> IdempotencyKey | None:
+    cid = ask.body.client_event_id
+    return None if cid is None else (ask.caller.name, cid)
 
 
 def report(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Row, bindparam, select
@@ -26,6 +26,9 @@ _ACTOR_ROWS = (
     .order_by(_users.c.username, _training.c.completed_on, _training.c.id)
 )
 _CLIENT_ACTIVE = select(_clients.c.active).where(_clients.c.client_id == bindparam("client_id"))
+_ACTIVE_CLIENTS = select(_clients.c.client_id).where(
+    _clients.c.client_id.in_(bindparam("client_ids", expanding=True)), _clients.c.active
+)
 
 
 def user_by_username(session: Session, username: str) -> User | None:
@@ -67,6 +70,14 @@ def client_is_active(session: Session, client_id: str) -> bool | None:
     """Whether the client is active; None when there is no such client."""
     active: bool | None = session.scalar(_CLIENT_ACTIVE, {"client_id": client_id})
     return active
+
+
+def active_clients(session: Session, client_ids: Iterable[str]) -> set[str]:
+    """Which of `client_ids` are registered and active (one query)."""
+    wanted = sorted(set(client_ids))
+    if not wanted:
+        return set()
+    return set(session.scalars(_ACTIVE_CLIENTS, {"client_ids": wanted}))
 
 
 def list_clients(session: Session) -> list[Client]:
