@@ -85,16 +85,19 @@ def decide(
         )
         for j, (judgement, event, appended) in zip(fresh, judged, strict=True)
     }  # fmt: skip
-    results: list[DecisionResult | Unauthorized] = [
-        Unauthorized("invalid or expired token") for _ in asks
-    ]
-    for j, key in enumerate(keys):
-        if key is None or j in answers:  # an ask without a key is always new
-            results[admitted[j]] = answers[j]
+    place = {i: j for j, i in enumerate(admitted)}  # position among the admitted asks
+    results: list[DecisionResult | Unauthorized] = []
+    for i in range(len(asks)):
+        j = place.get(i)
+        key = None if j is None else keys[j]
+        if j is None:
+            results.append(Unauthorized("invalid or expired token"))
+        elif key is None or j in answers:  # an ask without a key is always new
+            results.append(answers[j])
         elif key in known:  # sent in an earlier request
-            results[admitted[j]] = _decision_result(known[key], duplicate=True)
+            results.append(_decision_result(known[key], duplicate=True))
         else:  # repeated inside this group: the first occurrence's result
-            results[admitted[j]] = answers[first[key]].model_copy(update={"duplicate": True})
+            results.append(answers[first[key]].model_copy(update={"duplicate": True}))
     return results
 
 
