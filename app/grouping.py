@@ -35,7 +35,8 @@ class _Waiting(Generic[T, R]):
 @dataclass(slots=True)
 class _Lane(Generic[T, R]):
     waiting: list[_Waiting[T, R]] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None  # held here: the loop keeps only a weak reference
+    # Held here: the loop keeps only a weak reference to a task.
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class GroupQueue(Generic[T, R]):
@@ -51,18 +52,19 @@ class GroupQueue(Generic[T, R]):
         self._lanes: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, _Lane[T, R]]]
         self._lanes = WeakKeyDictionary()
 
-    async def submit(self, key: Hashable, item: T, run: Run[T, R]) -> R:
-        """Queue `item` under `key` and return its result once its group has run."""
+    async def submit(self, key: Hashable, item: T, run: Run[T, R], running: int = 1) -> R:
+        """Queue `item` under `key` and return its result once its group has run.
+
+        Up to `running` groups of a key run at once (each takes what is waiting when it
+        starts): more than one pays when a group spends much of its time waiting on I/O.
+        """
         loop = asyncio.get_running_loop()
         lanes = self._lanes.setdefault(loop, {})
         waiting = _Waiting[T, R](item, loop.create_future())
-        lane = lanes.get(key)
-        if lane is None:
-            lane = lanes[key] = _Lane()
-            lane.waiting.append(waiting)
-            lane.task = loop.create_task(self._drain(lanes, key, lane, run))
-        else:
-            lane.waiting.append(waiting)
+        lane = lanes.setdefault(key, _Lane())
+        lane.waiting.append(waiting)
+        if len(lane.tasks) < running:
+            lane.tasks.add(loop.create_task(self._drain(lanes, key, lane, run)))
         return await waiting.result
 
     async def _drain(
@@ -75,9 +77,11 @@ class GroupQueue(Generic[T, R]):
                 if group:
                     await _run_group(group, run)
         finally:
-            del lanes[key]
-            for waiting in lane.waiting:  # left only if this task itself was cancelled
-                waiting.result.cancel()
+            lane.tasks.discard(asyncio.current_task())
+            if not lane.tasks:
+                del lanes[key]
+                for waiting in lane.waiting:  # left only if this task itself was cancelled
+                    waiting.result.cancel()
 
 
 async def _run_group(group: list[_Waiting[T, R]], run: Run[T, R]) -> None:

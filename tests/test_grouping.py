@@ -103,3 +103,34 @@ def test_the_queue_starts_afresh_once_empty() -> None:
         return run.groups
 
     assert asyncio.run(scenario()) == [[1], [2]]
+
+
+def test_up_to_running_groups_of_a_key_run_at_once() -> None:
+    async def scenario() -> tuple[int, list[list[int]]]:
+        queue = GroupQueue[int, int](max_group=10)
+        in_flight = peak = 0
+        release = asyncio.Event()
+        groups: list[list[int]] = []
+
+        async def run(items: Sequence[int]) -> list[int]:
+            nonlocal in_flight, peak
+            groups.append(list(items))
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await release.wait()
+            in_flight -= 1
+            return list(items)
+
+        tasks = [asyncio.create_task(queue.submit("k", 0, run, running=2))]
+        await asyncio.sleep(0)
+        tasks += [asyncio.create_task(queue.submit("k", i, run, running=2)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(queue.submit("k", 3, run, running=2)))
+        await asyncio.sleep(0)
+        release.set()
+        assert await asyncio.gather(*tasks) == [0, 1, 2, 3]
+        return peak, groups
+
+    peak, groups = asyncio.run(scenario())
+    assert peak == 2
+    assert sorted(i for group in groups for i in group) == [0, 1, 2, 3]  # each exactly once

@@ -42,10 +42,18 @@ async def decide(context: AppContext, writer: Callable[[], Session], ask: Ask) -
         async with writer_turn(context):
             return await run_in_threadpool(_commit, context, writer, asks)
 
-    result = await _groups.submit(writer, ask, run)
+    result = await _groups.submit(writer, ask, run, _running(context))
     if isinstance(result, Unauthorized):  # the client is unknown or no longer active
         raise result
     return result
+
+
+def _running(context: AppContext) -> int:
+    """Groups in flight at once. PostgreSQL: two, so that one group's reads made before the
+    ledger lock (clients, actor profiles) overlap the other's locked append and commit;
+    measured +4% decisions/s at 16 connections. SQLite: one, as a second group would only
+    wait for the write turn, holding requests that could have joined the next group."""
+    return 2 if context.engine.dialect.name == "postgresql" else 1
 
 
 def _commit(

@@ -62,7 +62,7 @@ def decide(
     `duplicate`.
     """
     now = context.clock()
-    context.ledger.lock(session)
+    # Read before the lock: the lock covers only what the log decides.
     active = users_repo.active_clients(
         session, {ask.caller.name for ask in asks if ask.caller.kind == "client"}
     )
@@ -70,10 +70,12 @@ def decide(
         i for i, ask in enumerate(asks) if ask.caller.kind != "client" or ask.caller.name in active
     ]
     taken = [asks[i] for i in admitted]
+    profiles = actor_profiles(session, {ask.body.actor for ask in taken})
+    context.ledger.lock(session)
     keys = [_key(ask) for ask in taken]
     known, fresh, first = _first_sightings(session, keys)
     judged = _judge_and_append(
-        session, context, "decision", now,
+        session, context, "decision", now, profiles,
         [(taken[j].caller, taken[j].body, now, taken[j].source_ip) for j in fresh],
     )  # fmt: skip
     answers = {
@@ -124,7 +126,7 @@ def report(
     known, fresh, first = _first_sightings(session, keys)
     items = [batch.events[i] for i in fresh]
     judged = _judge_and_append(
-        session, context, "report", now,
+        session, context, "report", now, actor_profiles(session, {i.actor for i in items}),
         [(caller, item, item.occurred_at, source_ip) for item in items],
     )  # fmt: skip
     answers = {
@@ -168,10 +170,10 @@ def _judge_and_append(
     context: AppContext,
     kind: str,
     now: datetime,
+    profiles: dict[str, ActorProfile],
     requests: Sequence[tuple[Principal, DecisionRequest, datetime, str | None]],
 ) -> list[tuple[Judgement, NewEvent, Appended]]:
     """Judge each (caller, request, as of, address) and append them all, in order."""
-    profiles = actor_profiles(session, {body.actor for _, body, _, _ in requests})
     counts = _distinct_records(session, context, [(body, at) for _, body, at, _ in requests])
     judged: list[tuple[Judgement, NewEvent]] = []
     for (caller, body, at, source_ip), count in zip(requests, counts, strict=True):
