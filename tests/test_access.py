@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 from typing import Any
 
@@ -18,9 +19,10 @@ from app.context import AppContext
 from app.deps import Principal
 from app.errors import Unauthorized
 from app.ledger.models import Event
+from app.ledger.service import NewEvent
 from app.users import service as users_service
 from app.users.schemas import ClientCreate
-from tests.conftest import at, fixed_clock, make_actor, make_user, token
+from tests.conftest import at, fixed_clock, make_actor, make_user, record_access, token
 
 NOV_3_MORNING = at("2025-11-03T10:00:00-06:00")  # a Monday, all facilities live
 
@@ -533,3 +535,41 @@ def test_a_deactivated_client_is_refused_decisions_at_once(
     refused = client.post("/v1/decisions", headers=headers, json=decision())
     assert refused.status_code == 401
     assert event_count(session) == before
+
+
+def test_the_volume_count_at_one_instant_agrees_with_the_sweep(
+    session: Session, mission: AppContext
+) -> None:
+    """On PostgreSQL a group of decisions is counted by the database; reports (and SQLite)
+    by a sweep over the log. On requests made at one instant both must agree."""
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("the database counts the window on PostgreSQL only")
+    rng = random.Random(5)
+    now = NOV_3_MORNING
+    actors = ["sgt.miller", "spc.ortiz", "lt.hayes"]
+    ids = [f"GRN-{i}" for i in range(12)]
+    hour = timedelta(hours=1)
+    offsets = [timedelta(0), hour, hour - timedelta(seconds=1), 2 * hour, timedelta(minutes=7)]
+    for _ in range(60):  # in the window, on its edges (the start excluded) and before it
+        record_access(session, mission, occurred_at=now - rng.choice(offsets),
+                      actor=rng.choice(actors), record_id=rng.choice(ids),
+                      kind=rng.choice(["decision", "report"]))  # fmt: skip
+    # Not an access: an event with the same actor and record must not count.
+    mission.ledger.append(session, now, [NewEvent(
+        kind="user_updated", occurred_at=now, actor="spc.ortiz", record_type="detainee_case",
+        record_id="GRN-NOT-ACCESSED",
+    )])  # fmt: skip
+    group = [
+        (
+            DecisionRequest.model_validate(decision(
+                actor=rng.choice([*actors, "nobody.known"]),
+                record={"type": "detainee_case", "id": rng.choice([*ids, "GRN-NOT-ACCESSED"]),
+                        "facility": "greene"},
+            )),
+            now,
+        )
+        for _ in range(40)
+    ]  # fmt: skip
+    by_count = service._distinct_records_at(session, mission, [b for b, _ in group], now)
+    assert by_count == service._distinct_records_sweep(session, mission, group)
+    assert max(by_count) > 1  # the log was counted, not only the group

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -79,3 +79,52 @@ def touches(
             if kind in ACCESS_KINDS:
                 found.setdefault(actor or "", []).append((occurred_at, record_type, record_id))
     return found
+
+
+# PostgreSQL, decisions: counted by the database, so that a decision's cost does not grow
+# with how busy its actor has been this hour (every touch of the hour crossed the wire for
+# the sweep). One lateral lookup per actor or record, so that the (actor, occurred_at) and
+# record indexes are used whatever the statistics say: with IN lists, a table not yet
+# analysed was walked through the whole hour of every actor. (SQLite, in process, pays no
+# transfer: there the sweep measured as fast, and stays.)
+_ACCESS = "e.kind IN ('decision', 'report') AND e.occurred_at > :since AND e.occurred_at <= :until"
+_PG_DISTINCT_COUNTS = text(
+    "SELECT w.actor, count(*) FROM unnest(CAST(:actors AS text[])) AS w(actor) "
+    "CROSS JOIN LATERAL (SELECT DISTINCT e.record_type, e.record_id FROM events e "
+    f"WHERE e.actor = w.actor AND {_ACCESS}) AS d GROUP BY w.actor"
+).bindparams(bindparam("since", type_=UTCDateTime()), bindparam("until", type_=UTCDateTime()))
+_PG_LOGGED_RECORDS = text(
+    "SELECT w.actor, w.record_type, w.record_id FROM unnest(CAST(:actors AS text[]), "
+    "CAST(:types AS text[]), CAST(:ids AS text[])) AS w(actor, record_type, record_id) "
+    "CROSS JOIN LATERAL (SELECT 1 FROM events e WHERE e.record_type = w.record_type "
+    f"AND e.record_id = w.record_id AND e.actor = w.actor AND {_ACCESS} LIMIT 1) AS hit"
+).bindparams(bindparam("since", type_=UTCDateTime()), bindparam("until", type_=UTCDateTime()))
+
+
+def distinct_counts(
+    session: Session, actors: Collection[str], since: datetime, until: datetime
+) -> dict[str, int]:
+    """PostgreSQL: per actor, how many distinct records its access events in (since, until]
+    touched."""
+    if not actors:
+        return {}
+    params = {"actors": sorted(actors), "since": since, "until": until}
+    return {actor: count for actor, count in session.execute(_PG_DISTINCT_COUNTS, params)}
+
+
+def logged_records(
+    session: Session, records: Collection[tuple[str, str, str]], since: datetime, until: datetime
+) -> set[tuple[str, str, str]]:
+    """PostgreSQL: which (actor, record_type, record_id) of `records` have an access event
+    in (since, until]."""
+    if not records:
+        return set()
+    ordered = sorted(records)
+    params = {
+        "actors": [actor for actor, _, _ in ordered],
+        "types": [record_type for _, record_type, _ in ordered],
+        "ids": [record_id for _, _, record_id in ordered],
+        "since": since,
+        "until": until,
+    }
+    return {(a, t, i) for a, t, i in session.execute(_PG_LOGGED_RECORDS, params)}

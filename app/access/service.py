@@ -232,7 +232,26 @@ def _distinct_records(
     session: Session, context: AppContext, requests: Sequence[tuple[DecisionRequest, datetime]]
 ) -> list[int]:
     """For each request: distinct records its actor touched in the trailing window, itself
-    and the other requests of the same batch included (a sliding window per actor)."""
+    and the earlier requests of the same batch included.
+
+    Requests made at one instant (a group of decisions) share their window: on PostgreSQL
+    the database counts the logged records and says which of the requested ones are among
+    them. Otherwise a sweep over the logged accesses per actor (a window per request).
+    """
+    if (
+        requests
+        and session.get_bind().dialect.name == "postgresql"
+        and all(at == requests[0][1] for _, at in requests)
+    ):
+        return _distinct_records_at(session, context, [body for body, _ in requests],
+                                    requests[0][1])  # fmt: skip
+    return _distinct_records_sweep(session, context, requests)
+
+
+def _distinct_records_sweep(
+    session: Session, context: AppContext, requests: Sequence[tuple[DecisionRequest, datetime]]
+) -> list[int]:
+    """`_distinct_records` with a sliding window per actor over its logged accesses."""
     window = context.policy.volume_window
     by_actor: dict[str, list[_Touch]] = defaultdict(list)
     for i, (body, at) in enumerate(requests):
@@ -259,6 +278,24 @@ def _distinct_records(
                 left += 1
             if query >= 0:
                 counts[query] = len(live)
+    return counts
+
+
+def _distinct_records_at(
+    session: Session, context: AppContext, bodies: Sequence[DecisionRequest], at: datetime
+) -> list[int]:
+    """`_distinct_records` for requests all made at `at`: the sweep's answer, from a count."""
+    since = at - context.policy.volume_window
+    wanted = {(body.actor, body.record.type, body.record.id) for body in bodies}
+    logged = repository.distinct_counts(session, {body.actor for body in bodies}, since, at)
+    known = repository.logged_records(session, wanted, since, at)
+    added: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    counts: list[int] = []
+    for body in bodies:
+        touched = (body.actor, body.record.type, body.record.id)
+        if touched not in known:
+            added[body.actor].add(touched[1:])
+        counts.append(logged.get(body.actor, 0) + len(added[body.actor]))
     return counts
 
 
