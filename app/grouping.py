@@ -61,7 +61,9 @@ class GroupQueue(Generic[T, R]):
         loop = asyncio.get_running_loop()
         lanes = self._lanes.setdefault(loop, {})
         waiting = _Waiting[T, R](item, loop.create_future())
-        lane = lanes.setdefault(key, _Lane())
+        lane = lanes.get(key)
+        if lane is None:
+            lane = lanes[key] = _Lane()
         lane.waiting.append(waiting)
         if len(lane.tasks) < running:
             lane.tasks.add(loop.create_task(self._drain(lanes, key, lane, run)))

@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, or_, select, text
+from sqlalchemy import Select, TextClause, and_, bindparam, or_, select, text
 from sqlalchemy.orm import Session
 
 from app.db import UTCDateTime
@@ -81,24 +81,39 @@ def touches(
     return found
 
 
-# PostgreSQL, decisions: counted by the database, so that a decision's cost does not grow
-# with how busy its actor has been this hour (every touch of the hour crossed the wire for
-# the sweep). One lateral lookup per actor or record, so that the (actor, occurred_at) and
-# record indexes are used whatever the statistics say: with IN lists, a table not yet
-# analysed was walked through the whole hour of every actor. (SQLite, in process, pays no
-# transfer: there the sweep measured as fast, and stays.)
+def counts_windows(session: Session) -> bool:
+    """Whether `distinct_counts` and `logged_records` serve this database: PostgreSQL.
+
+    There the database counts a window, so that a decision's cost does not grow with how
+    busy its actor has been this hour (for the sweep, every touch of the hour crossed the
+    wire). SQLite, in process, pays no transfer: the sweep measured as fast, and stays.
+    """
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# One lateral lookup per actor or record, so that the (actor, occurred_at) and record
+# indexes are used whatever the statistics say: with IN lists, a table not yet analysed was
+# walked through the whole hour of every actor.
 _ACCESS = "e.kind IN ('decision', 'report') AND e.occurred_at > :since AND e.occurred_at <= :until"
-_PG_DISTINCT_COUNTS = text(
+
+
+def _window_text(sql: str) -> TextClause:
+    return text(sql).bindparams(
+        bindparam("since", type_=UTCDateTime()), bindparam("until", type_=UTCDateTime())
+    )
+
+
+_PG_DISTINCT_COUNTS = _window_text(
     "SELECT w.actor, count(*) FROM unnest(CAST(:actors AS text[])) AS w(actor) "
     "CROSS JOIN LATERAL (SELECT DISTINCT e.record_type, e.record_id FROM events e "
     f"WHERE e.actor = w.actor AND {_ACCESS}) AS d GROUP BY w.actor"
-).bindparams(bindparam("since", type_=UTCDateTime()), bindparam("until", type_=UTCDateTime()))
-_PG_LOGGED_RECORDS = text(
+)
+_PG_LOGGED_RECORDS = _window_text(
     "SELECT w.actor, w.record_type, w.record_id FROM unnest(CAST(:actors AS text[]), "
     "CAST(:types AS text[]), CAST(:ids AS text[])) AS w(actor, record_type, record_id) "
     "CROSS JOIN LATERAL (SELECT 1 FROM events e WHERE e.record_type = w.record_type "
     f"AND e.record_id = w.record_id AND e.actor = w.actor AND {_ACCESS} LIMIT 1) AS hit"
-).bindparams(bindparam("since", type_=UTCDateTime()), bindparam("until", type_=UTCDateTime()))
+)
 
 
 def distinct_counts(

@@ -121,12 +121,14 @@ def report(
         if item.occurred_at > now + MAX_FUTURE:
             raise Invalid(["body", "events", i, "occurred_at"],
                           "occurred_at is more than 5 minutes in the future")  # fmt: skip
+    # Read before the lock: the lock covers only what the log decides.
+    profiles = actor_profiles(session, {item.actor for item in batch.events})
     context.ledger.lock(session)
     keys = [(caller.name, item.client_event_id) for item in batch.events]
     known, fresh, first = _first_sightings(session, keys)
     items = [batch.events[i] for i in fresh]
     judged = _judge_and_append(
-        session, context, "report", now, actor_profiles(session, {i.actor for i in items}),
+        session, context, "report", now, profiles,
         [(caller, item, item.occurred_at, source_ip) for item in items],
     )  # fmt: skip
     answers = {
@@ -234,13 +236,13 @@ def _distinct_records(
     """For each request: distinct records its actor touched in the trailing window, itself
     and the earlier requests of the same batch included.
 
-    Requests made at one instant (a group of decisions) share their window: on PostgreSQL
-    the database counts the logged records and says which of the requested ones are among
-    them. Otherwise a sweep over the logged accesses per actor (a window per request).
+    Requests made at one instant (a group of decisions) share their window: where the
+    database counts windows, it counts the logged records and says which of the requested
+    ones are among them. Otherwise a sweep over the logged accesses per actor.
     """
     if (
         requests
-        and session.get_bind().dialect.name == "postgresql"
+        and repository.counts_windows(session)
         and all(at == requests[0][1] for _, at in requests)
     ):
         return _distinct_records_at(session, context, [body for body, _ in requests],
