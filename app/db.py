@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Compiled, Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.sql.expression import Executable
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -110,3 +113,62 @@ def session_factories(engine: Engine) -> tuple[sessionmaker[Session], sessionmak
         bind=engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False
     )
     return reader, writer
+
+
+# A read to run with others (`read_together`): a statement and its parameters.
+Read = tuple[Executable, Mapping[str, Any]]
+
+
+def read_together(session: Session, reads: Sequence[Read]) -> list[list[tuple[Any, ...]]]:
+    """Run `reads` in order in the session's transaction; each one's rows, as tuples.
+
+    On PostgreSQL they go to the server in one round trip (psycopg's pipeline mode) and
+    run there one after the other, as they would have one by one: a read still sees what
+    committed before it started, so reads placed after a lock see every write it waited
+    for. Elsewhere (SQLite, in process) they simply run one by one.
+
+    The rows are the driver's, without SQLAlchemy's result processing: use it for reads
+    that return numbers and text. On PostgreSQL a statement cannot use expanding (IN)
+    parameters: pass an array.
+    """
+    if not reads:
+        return []
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql":
+        return [[tuple(row) for row in session.execute(stmt, params)] for stmt, params in reads]
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    cursors = []
+    try:
+        with driver.pipeline():
+            for statement, params in reads:
+                sql, processors = _driver_form(statement, dialect)
+                values = dict(sql.construct_params(dict(params)) or {})
+                for name, process in processors.items():
+                    values[name] = process(values[name])
+                cursors.append(driver.execute(str(sql), values))
+        return [cursor.fetchall() for cursor in cursors]
+    except dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy would raise it
+        raise DBAPIError.instance(
+            None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
+        ) from exc
+
+
+_DRIVER_FORMS: dict[tuple[int, str], tuple[Executable, Compiled, dict[str, Any]]] = {}
+
+
+def _driver_form(statement: Executable, dialect: Dialect) -> tuple[Compiled, dict[str, Any]]:
+    """`statement` compiled for `dialect`, and its parameters' bind processors (once each)."""
+    key = (id(statement), dialect.name)
+    known = _DRIVER_FORMS.get(key)
+    if known is None or known[0] is not statement:
+        compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+        if "POSTCOMPILE" in str(compiled):
+            raise ValueError("read_together cannot run expanding (IN) parameters")
+        processors = {
+            name: process
+            for name, bind in compiled.binds.items()
+            if (process := bind.type.bind_processor(dialect)) is not None
+        }
+        known = _DRIVER_FORMS[key] = (statement, compiled, processors)
+    return known[1], known[2]

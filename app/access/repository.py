@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Select, TextClause, and_, bindparam, or_, select, text
 from sqlalchemy.orm import Session
 
-from app.db import UTCDateTime
+from app.db import Read, UTCDateTime
 from app.ledger.models import Event
 
 ACCESS_KINDS = ("decision", "report")
@@ -82,7 +82,7 @@ def touches(
 
 
 def counts_windows(session: Session) -> bool:
-    """Whether `distinct_counts` and `logged_records` serve this database: PostgreSQL.
+    """Whether `window_reads` serves this database: PostgreSQL.
 
     There the database counts a window, so that a decision's cost does not grow with how
     busy its actor has been this hour (for the sweep, every touch of the hour crossed the
@@ -116,30 +116,26 @@ _PG_LOGGED_RECORDS = _window_text(
 )
 
 
-def distinct_counts(
-    session: Session, actors: Collection[str], since: datetime, until: datetime
-) -> dict[str, int]:
-    """PostgreSQL: per actor, how many distinct records its access events in (since, until]
-    touched."""
-    if not actors:
-        return {}
-    params = {"actors": sorted(actors), "since": since, "until": until}
-    return {actor: count for actor, count in session.execute(_PG_DISTINCT_COUNTS, params)}
-
-
-def logged_records(
-    session: Session, records: Collection[tuple[str, str, str]], since: datetime, until: datetime
-) -> set[tuple[str, str, str]]:
-    """PostgreSQL: which (actor, record_type, record_id) of `records` have an access event
-    in (since, until]."""
-    if not records:
-        return set()
+def window_reads(
+    records: Collection[tuple[str, str, str]], since: datetime, until: datetime
+) -> list[Read]:
+    """PostgreSQL: the reads that count a window (since, until] for these (actor,
+    record_type, record_id): per actor, the distinct records its access events touched;
+    then which of `records` are among them. `window_counts` reads their rows."""
     ordered = sorted(records)
-    params = {
-        "actors": [actor for actor, _, _ in ordered],
-        "types": [record_type for _, record_type, _ in ordered],
-        "ids": [record_id for _, _, record_id in ordered],
-        "since": since,
-        "until": until,
-    }
-    return {(a, t, i) for a, t, i in session.execute(_PG_LOGGED_RECORDS, params)}
+    return [
+        (_PG_DISTINCT_COUNTS,
+         {"actors": sorted({actor for actor, _, _ in ordered}), "since": since, "until": until}),
+        (_PG_LOGGED_RECORDS,
+         {"actors": [actor for actor, _, _ in ordered],
+          "types": [record_type for _, record_type, _ in ordered],
+          "ids": [record_id for _, _, record_id in ordered], "since": since, "until": until}),
+    ]  # fmt: skip
+
+
+def window_counts(
+    rows: Sequence[Sequence[tuple[Any, ...]]],
+) -> tuple[dict[str, int], set[tuple[str, str, str]]]:
+    """The rows of `window_reads`: (distinct records per actor, the records among them)."""
+    counts, logged = rows
+    return {actor: count for actor, count in counts}, {(a, t, i) for a, t, i in logged}

@@ -25,6 +25,7 @@ from app.access.schemas import (
     EventResult,
 )
 from app.context import AppContext
+from app.db import Read, read_together
 from app.deps import Principal
 from app.errors import Invalid, Unauthorized
 from app.ledger import repository as ledger_repo
@@ -71,12 +72,10 @@ def decide(
     ]
     taken = [asks[i] for i in admitted]
     profiles = actor_profiles(session, {ask.body.actor for ask in taken})
-    context.ledger.lock(session)
     keys = [_key(ask) for ask in taken]
-    known, fresh, first = _first_sightings(session, keys)
-    judged = _judge_and_append(
-        session, context, "decision", now, profiles,
-        [(taken[j].caller, taken[j].body, now, taken[j].source_ip) for j in fresh],
+    written = _judge_and_append(
+        session, context, "decision", now, profiles, keys,
+        [(ask.caller, ask.body, now, ask.source_ip) for ask in taken],
     )  # fmt: skip
     answers = {
         j: DecisionResult(
@@ -85,8 +84,9 @@ def decide(
             seq=appended.seq, event_id=appended.event_id, flags=list(event.flags),
             policy_version=context.policy.version,
         )
-        for j, (judgement, event, appended) in zip(fresh, judged, strict=True)
+        for j, (judgement, event, appended) in written.appended.items()
     }  # fmt: skip
+    known, first = written.known, written.first
     place = {i: j for j, i in enumerate(admitted)}  # position among the admitted asks
     results: list[DecisionResult | Unauthorized] = []
     for i in range(len(asks)):
@@ -123,22 +123,20 @@ def report(
                           "occurred_at is more than 5 minutes in the future")  # fmt: skip
     # Read before the lock: the lock covers only what the log decides.
     profiles = actor_profiles(session, {item.actor for item in batch.events})
-    context.ledger.lock(session)
     keys = [(caller.name, item.client_event_id) for item in batch.events]
-    known, fresh, first = _first_sightings(session, keys)
-    items = [batch.events[i] for i in fresh]
-    judged = _judge_and_append(
-        session, context, "report", now, profiles,
-        [(caller, item, item.occurred_at, source_ip) for item in items],
+    written = _judge_and_append(
+        session, context, "report", now, profiles, keys,
+        [(caller, item, item.occurred_at, source_ip) for item in batch.events],
     )  # fmt: skip
     answers = {
         i: EventResult(
-            client_event_id=item.client_event_id, seq=appended.seq, event_id=appended.event_id,
-            decision=judgement.decision, reasons=judgement.reason_codes, flags=list(event.flags),
-            duplicate=False,
+            client_event_id=batch.events[i].client_event_id, seq=appended.seq,
+            event_id=appended.event_id, decision=judgement.decision,
+            reasons=judgement.reason_codes, flags=list(event.flags), duplicate=False,
         )
-        for i, item, (judgement, event, appended) in zip(fresh, items, judged, strict=True)
+        for i, (judgement, event, appended) in written.appended.items()
     }  # fmt: skip
+    known, first = written.known, written.first
     results: list[EventResult] = []
     for i, key in enumerate(keys):
         if i in answers:
@@ -150,21 +148,13 @@ def report(
     return results
 
 
-def _first_sightings(
-    session: Session, keys: Sequence[IdempotencyKey | None]
-) -> tuple[dict[IdempotencyKey, Event], list[int], dict[IdempotencyKey, int]]:
-    """(events logged under these keys, positions to judge and append, key -> its first
-    position). A position without a key is always new."""
-    known = ledger_repo.events_by_client_ids(session, {key for key in keys if key})
-    fresh: list[int] = []
-    first: dict[IdempotencyKey, int] = {}
-    for i, key in enumerate(keys):
-        if key is None:
-            fresh.append(i)
-        elif key not in known and key not in first:
-            first[key] = i
-            fresh.append(i)
-    return known, fresh, first
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """What `_judge_and_append` did with a list of requests."""
+
+    known: dict[IdempotencyKey, Event]  # keys logged by an earlier request: their events
+    first: dict[IdempotencyKey, int]  # new keys: the position of their first request
+    appended: dict[int, tuple[Judgement, NewEvent, Appended]]  # position -> its new event
 
 
 def _judge_and_append(
@@ -173,21 +163,58 @@ def _judge_and_append(
     kind: str,
     now: datetime,
     profiles: dict[str, ActorProfile],
+    keys: Sequence[IdempotencyKey | None],
     requests: Sequence[tuple[Principal, DecisionRequest, datetime, str | None]],
-) -> list[tuple[Judgement, NewEvent, Appended]]:
-    """Judge each (caller, request, as of, address) and append them all, in order."""
-    counts = _distinct_records(session, context, [(body, at) for _, body, at, _ in requests])
+) -> _Written:
+    """Judge each (caller, request, as of, address) and append them in order, under the
+    ledger lock; except a request whose key (None: no key) was logged before or is repeated
+    from an earlier position, which appends nothing.
+
+    What the lock must cover is read with it, in one round trip on PostgreSQL: which keys
+    are logged, and for requests made at one instant, their window's counts.
+    """
+    if not requests:
+        return _Written({}, {}, {})
+    probes = ledger_repo.known_seq_reads(session, {key for key in keys if key})
+    at = requests[0][2]
+    one_instant = all(when == at for _, _, when, _ in requests)
+    windows = (
+        _window_reads(context, [body for _, body, _, _ in requests], at)
+        if one_instant and repository.counts_windows(session)
+        else []
+    )
+    locked = context.ledger.lock(session, [*probes, *windows])
+    known = ledger_repo.events_at(
+        session, {row[0] for rows in locked.rows[: len(probes)] for row in rows}
+    )
+    fresh: list[int] = []
+    first: dict[IdempotencyKey, int] = {}
+    for i, key in enumerate(keys):
+        if key is None:
+            fresh.append(i)
+        elif key not in known and key not in first:
+            first[key] = i
+            fresh.append(i)
+    new = [requests[i] for i in fresh]
+    counts = (
+        _counted([body for _, body, _, _ in new], locked.rows[len(probes) :])
+        if windows
+        else _distinct_records_sweep(session, context, [(body, when) for _, body, when, _ in new])
+    )
     judged: list[tuple[Judgement, NewEvent]] = []
-    for (caller, body, at, source_ip), count in zip(requests, counts, strict=True):
+    for (caller, body, when, source_ip), count in zip(new, counts, strict=True):
         profile = profiles.get(body.actor)
         judgement = context.policy.judge(
-            profile, _request(body), at, reported_at=now if kind == "report" else None,
+            profile, _request(body), when, reported_at=now if kind == "report" else None,
             distinct_records_in_window=count,
         )  # fmt: skip
-        event = _new_event(kind, body, at, profile, judgement, context, caller, source_ip)
+        event = _new_event(kind, body, when, profile, judgement, context, caller, source_ip)
         judged.append((judgement, event))
-    appended = context.ledger.append(session, now, [event for _, event in judged])
-    return [(j, e, a) for (j, e), a in zip(judged, appended, strict=True)]
+    appended = context.ledger.append(session, now, [event for _, event in judged], locked)
+    return _Written(known, first, {
+        i: (judgement, event, added)
+        for i, (judgement, event), added in zip(fresh, judged, appended, strict=True)
+    })  # fmt: skip
 
 
 def _request(body: DecisionRequest) -> AccessRequest:
@@ -230,24 +257,11 @@ _Touch = tuple[datetime, int, tuple[str | None, str | None]]
 _WHEN = itemgetter(0, 1)  # logged touches sort before requests at the same instant
 
 
-def _distinct_records(
-    session: Session, context: AppContext, requests: Sequence[tuple[DecisionRequest, datetime]]
-) -> list[int]:
-    """For each request: distinct records its actor touched in the trailing window, itself
-    and the earlier requests of the same batch included.
-
-    Requests made at one instant (a group of decisions) share their window: where the
-    database counts windows, it counts the logged records and says which of the requested
-    ones are among them. Otherwise a sweep over the logged accesses per actor.
-    """
-    if (
-        requests
-        and repository.counts_windows(session)
-        and all(at == requests[0][1] for _, at in requests)
-    ):
-        return _distinct_records_at(session, context, [body for body, _ in requests],
-                                    requests[0][1])  # fmt: skip
-    return _distinct_records_sweep(session, context, requests)
+# The volume count: distinct records an actor touched in the trailing window, the request
+# itself and the earlier requests of the same batch included. Requests made at one instant
+# (a group of decisions) share their window: where the database counts windows, it counts
+# the logged records and says which of the requested ones are among them (`_counted`).
+# Otherwise, a sweep over the logged accesses per actor.
 
 
 def _distinct_records_sweep(
@@ -286,11 +300,23 @@ def _distinct_records_sweep(
 def _distinct_records_at(
     session: Session, context: AppContext, bodies: Sequence[DecisionRequest], at: datetime
 ) -> list[int]:
-    """`_distinct_records` for requests all made at `at`: the sweep's answer, from a count."""
-    since = at - context.policy.volume_window
-    wanted = {(body.actor, body.record.type, body.record.id) for body in bodies}
-    logged = repository.distinct_counts(session, {body.actor for body in bodies}, since, at)
-    known = repository.logged_records(session, wanted, since, at)
+    """The volume counts of requests all made at `at`, from the database's count: the
+    sweep's answer (where `repository.counts_windows`)."""
+    return _counted(bodies, read_together(session, _window_reads(context, bodies, at)))
+
+
+def _window_reads(
+    context: AppContext, bodies: Sequence[DecisionRequest], at: datetime
+) -> list[Read]:
+    touched = {(body.actor, body.record.type, body.record.id) for body in bodies}
+    return repository.window_reads(touched, at - context.policy.volume_window, at)
+
+
+def _counted(
+    bodies: Sequence[DecisionRequest], rows: Sequence[Sequence[tuple[Any, ...]]]
+) -> list[int]:
+    """Volume counts for `bodies`, in order, from the rows of their window's reads."""
+    logged, known = repository.window_counts(rows)
     added: dict[str, set[tuple[str, str]]] = defaultdict(set)
     counts: list[int] = []
     for body in bodies:

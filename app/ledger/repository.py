@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from app.db import Read
 from app.ledger.canonical import CANONICAL_ORDER, LIST_FIELDS, TIMESTAMP_FIELDS
 from app.ledger.models import Checkpoint, Event, SigningKey
 
@@ -42,14 +43,17 @@ _PG_KNOWN_SEQS = text(
 )
 
 
-def lock_for_append(session: Session, timeout_seconds: float) -> None:
-    """Serialise appenders. PostgreSQL: advisory xact lock (waits at most the timeout).
-
-    SQLite needs nothing here: writers open their transaction with BEGIN IMMEDIATE.
+def lock_reads(session: Session, timeout_seconds: float) -> list[Read]:
+    """What takes the append lock: PostgreSQL, an advisory xact lock (waiting at most the
+    timeout). SQLite needs nothing here: writers open their transaction with BEGIN IMMEDIATE.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        timeout = f"{int(timeout_seconds * 1000)}ms"
-        session.execute(_PG_LOCK, {"timeout": timeout, "key": LEDGER_LOCK_KEY})
+    if session.get_bind().dialect.name != "postgresql":
+        return []
+    return [(_PG_LOCK, {"timeout": f"{int(timeout_seconds * 1000)}ms", "key": LEDGER_LOCK_KEY})]
+
+
+# (seq, hash) of the last event: no rows for an empty log.
+HEAD_READ: Read = (_HEAD, {})
 
 
 def head(session: Session) -> tuple[int, str] | None:
@@ -76,31 +80,36 @@ def register_key(session: Session, row: dict[str, Any]) -> None:
     session.execute(insert(SigningKey), [row])
 
 
-def events_by_client_ids(
-    session: Session, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], Event]:
-    """Events already recorded under (source, client_event_id) pairs."""
+def known_seq_reads(session: Session, keys: Iterable[tuple[str, str]]) -> list[Read]:
+    """Reads that find the seq of each event already recorded under one of these
+    (source, client_event_id) pairs; `events_at` then loads them."""
     by_source: dict[str, set[str]] = {}
     for source, client_event_id in keys:
         by_source.setdefault(source, set()).add(client_event_id)
-    found: dict[tuple[str, str], Event] = {}
     postgresql = session.get_bind().dialect.name == "postgresql"
-    for source, ids in by_source.items():
+    reads: list[Read] = []
+    for source, ids in sorted(by_source.items()):
         # One source and its ids walk the unique (source, client_event_id) index; a
-        # row-value IN of 500 pairs cost far more to plan than to run. Most ids are new:
-        # probe with Core first, load ORM events only for those found.
+        # row-value IN of 500 pairs cost far more to plan than to run. SQLite (no arrays):
+        # an IN list per 500 ids.
         ordered = sorted(ids)
         step = len(ordered) if postgresql else 500
-        for start in range(0, len(ordered), max(step, 1)):
+        for start in range(0, len(ordered), step):
             chunk = ordered[start : start + step]
             probe = _PG_KNOWN_SEQS if postgresql else _KNOWN_SEQS
-            seqs = session.scalars(probe, {"source": source, "ids": chunk}).all()
-            if not seqs:
-                continue
-            for event in session.scalars(select(Event).where(Event.seq.in_(seqs))):
-                assert event.source is not None
-                assert event.client_event_id is not None
-                found[(event.source, event.client_event_id)] = event
+            reads.append((probe, {"source": source, "ids": chunk}))
+    return reads
+
+
+def events_at(session: Session, seqs: Collection[int]) -> dict[tuple[str, str], Event]:
+    """The events at `seqs` (found by `known_seq_reads`), by (source, client_event_id)."""
+    found: dict[tuple[str, str], Event] = {}
+    if not seqs:
+        return found
+    for event in session.scalars(select(Event).where(Event.seq.in_(sorted(seqs)))):
+        assert event.source is not None
+        assert event.client_event_id is not None
+        found[(event.source, event.client_event_id)] = event
     return found
 
 

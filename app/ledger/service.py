@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from app.db import Read, read_together
 from app.errors import Conflict, Invalid, LedgerUnavailable, NotFound
 from app.ledger import repository
 from app.ledger.canonical import GENESIS_HASH, canonical_bytes, chain_hash
@@ -56,6 +57,14 @@ class NewEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Locked:
+    """What `Ledger.lock` read once the append lock was held."""
+
+    head: tuple[int, str] | None  # (seq, hash) of the last event; None for an empty log
+    rows: list[list[tuple[Any, ...]]]  # each of the reads' rows, in order
+
+
+@dataclass(frozen=True, slots=True)
 class Appended:
     seq: int
     event_id: str
@@ -74,19 +83,37 @@ class Ledger:
         self.checkpoint_interval = checkpoint_interval
         self.lock_timeout = lock_timeout
 
-    def lock(self, session: Session) -> None:
-        """Take the append lock for the rest of this transaction (idempotent)."""
+    def lock(self, session: Session, reads: Sequence[Read] = ()) -> Locked:
+        """Take the append lock for the rest of this transaction (idempotent), then read the
+        head and run `reads`: they see every append committed before the lock was granted.
+
+        On PostgreSQL the lock, the head and the reads go in one round trip: a writer holds
+        the lock for as few round trips as it can, as every other writer waits for it.
+        """
         transaction = session.get_transaction()
-        if transaction is not None and session.info.get(SESSION_LOCKED) is transaction:
-            return
+        held = transaction is not None and session.info.get(SESSION_LOCKED) is transaction
+        taking = [] if held else repository.lock_reads(session, self.lock_timeout)
         try:
-            repository.lock_for_append(session, self.lock_timeout)
+            rows = read_together(session, [*taking, repository.HEAD_READ, *reads])
         except DBAPIError as exc:
             raise LedgerUnavailable("the audit log is busy or unavailable; try again") from exc
         session.info[SESSION_LOCKED] = session.get_transaction()
+        head = rows[len(taking)]
+        return Locked(head=(head[0][0], head[0][1]) if head else None,
+                      rows=rows[len(taking) + 1 :])  # fmt: skip
 
-    def append(self, session: Session, now: datetime, events: Sequence[NewEvent]) -> list[Appended]:
+    def append(
+        self,
+        session: Session,
+        now: datetime,
+        events: Sequence[NewEvent],
+        locked: Locked | None = None,
+    ) -> list[Appended]:
         """Chain and insert `events` in order, recorded at `now`.
+
+        `locked` is what `lock` returned in this transaction, when nothing was appended
+        since: its head is used instead of being read again. (A stale head cannot break the
+        chain: its seqs are taken, and the insert fails on the primary key.)
 
         A checkpoint is signed at every seq that is a multiple of the interval, inside the
         same transaction, so a committed log never lacks a checkpoint it should have (the
@@ -96,8 +123,7 @@ class Ledger:
         """
         if not events:
             return []
-        self.lock(session)
-        current = repository.head(session)
+        current = (locked or self.lock(session)).head
         seq, prev = current if current else (0, GENESIS_HASH)
         rows: list[dict[str, Any]] = []
         checkpoints: list[dict[str, Any]] = []
@@ -150,8 +176,7 @@ class Ledger:
 
     def sign_head(self, session: Session, now: datetime) -> dict[str, Any] | None:
         """Sign the current head on demand; None for an empty log."""
-        self.lock(session)
-        current = repository.head(session)
+        current = self.lock(session).head
         if current is None:
             return None
         row = self._checkpoint_row(current[0], current[1], now)

@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 from app.context import AppContext
 from app.deps import SessionFactories
 from app.errors import Conflict, NotFound
-from app.ledger import repository as ledger_repository
 from app.ledger.canonical import format_timestamp
 from app.ledger.export_format import CSV_COLUMNS, cell, csv_row
 from app.ledger.service import NewEvent
@@ -210,8 +209,7 @@ def _append_export(
     with sessions.writer() as session, session.begin():
         now = context.clock()
         if seal_at is not None:
-            context.ledger.lock(session)
-            head = ledger_repository.head(session)
+            head = context.ledger.lock(session).head
             covering = repository.checkpoint_covering(session, seal_at)
             if (
                 head is not None
