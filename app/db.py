@@ -168,7 +168,7 @@ def _driver_form(statement: Executable, dialect: Dialect) -> tuple[Compiled, dic
         processors = {
             name: process
             for name, bind in compiled.binds.items()
-            if (process := bind.type.bind_processor(dialect)) is not None
+            if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         }
         known = _DRIVER_FORMS[key] = (statement, compiled, processors)
     return known[1], known[2]

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from app.access import service
 from app.access.service import Ask
 from app.context import AppContext, build_context
-from app.ledger.models import Event
+from app.ledger.models import Checkpoint, Event
 from app.ledger.verify import verify_chain
 from app.main import create_app
 from app.users import service as users_service
@@ -60,6 +60,7 @@ def test_concurrent_decisions_share_transactions_and_each_gets_its_own_answer(
 
     monkeypatch.setattr(service, "decide", counting)
     context.clock = fixed_clock(NOV_3_MORNING)
+    context.ledger.checkpoint_interval = 7  # groups complete checkpoints as they append
     actors = ["sgt.miller", "nobody.known"]  # one allowed, one denied
     app = create_app(context=context)
 
@@ -85,4 +86,7 @@ def test_concurrent_decisions_share_transactions_and_each_gets_its_own_answer(
             select(Event.client_event_id, Event.seq).where(Event.kind == "decision")
         ).all()
         assert sorted(logged) == sorted((f"burst-{i}", b["seq"]) for i, b in enumerate(bodies))
+        last = max(seq for _, seq in logged)
+        signed = session.scalars(select(Checkpoint.seq).order_by(Checkpoint.seq)).all()
+        assert signed == list(range(7, last + 1, 7))
         assert verify_chain(session).valid
