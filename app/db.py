@@ -128,8 +128,9 @@ def read_together(session: Session, reads: Sequence[Read]) -> list[list[tuple[An
     for. Elsewhere (SQLite, in process) they simply run one by one.
 
     The rows are the driver's, without SQLAlchemy's result processing: use it for reads
-    that return numbers and text. On PostgreSQL a statement cannot use expanding (IN)
-    parameters: pass an array.
+    of numbers, text, booleans, dates and JSON (which psycopg decodes as SQLAlchemy would),
+    not of timestamps. On PostgreSQL a statement cannot use expanding (IN) parameters: pass
+    an array.
     """
     if not reads:
         return []

@@ -34,7 +34,7 @@ from app.ledger.schemas import ReasonRead, explain
 from app.ledger.service import Appended, NewEvent
 from app.policy.evaluator import AccessRequest, ActorProfile, Judgement
 from app.users import repository as users_repo
-from app.users.service import actor_profiles
+from app.users.service import actor_profiles, profiles_from_rows
 
 MAX_FUTURE = timedelta(minutes=5)
 
@@ -63,15 +63,19 @@ def decide(
     `duplicate`.
     """
     now = context.clock()
-    # Read before the lock: the lock covers only what the log decides.
-    active = users_repo.active_clients(
+    # Read before the lock (the lock covers only what the log decides), together: the
+    # clients, and the actors' profiles (of every ask, refused ones included).
+    clients = users_repo.active_client_reads(
         session, {ask.caller.name for ask in asks if ask.caller.kind == "client"}
     )
+    actors = users_repo.actor_reads(session, {ask.body.actor for ask in asks})
+    rows = read_together(session, [*clients, *actors])
+    active = {client_id for found in rows[: len(clients)] for (client_id,) in found}
+    profiles = profiles_from_rows(row for found in rows[len(clients) :] for row in found)
     admitted = [
         i for i, ask in enumerate(asks) if ask.caller.kind != "client" or ask.caller.name in active
     ]
     taken = [asks[i] for i in admitted]
-    profiles = actor_profiles(session, {ask.body.actor for ask in taken})
     keys = [_key(ask) for ask in taken]
     written = _judge_and_append(
         session, context, "decision", now, profiles, keys,

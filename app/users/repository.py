@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import ARRAY, ColumnElement, Select, Text, any_, bindparam, select
 from sqlalchemy.orm import Session
 
+from app.db import Read
 from app.users.models import Client, Training, User
 
 _users = User.__table__
@@ -19,31 +20,57 @@ _ACTOR_COLUMNS = (
     _users.c.username, _users.c.roles, _users.c.facilities, _users.c.volunteer, _users.c.active,
     _training.c.module, _training.c.completed_on, _training.c.expires_on,
 )  # fmt: skip
-_ACTOR_ROWS = (
-    select(*_ACTOR_COLUMNS)
-    .outerjoin(_training, _training.c.user_id == _users.c.id)
-    .where(_users.c.username.in_(bindparam("names", expanding=True)))
-    .order_by(_users.c.username, _training.c.completed_on, _training.c.id)
+
+
+def _actor_rows(named: ColumnElement[bool]) -> Select[Any]:
+    return (
+        select(*_ACTOR_COLUMNS)
+        .outerjoin(_training, _training.c.user_id == _users.c.id)
+        .where(named)
+        .order_by(_users.c.username, _training.c.completed_on, _training.c.id)
+    )
+
+
+def _active_clients(named: ColumnElement[bool]) -> Select[Any]:
+    return select(_clients.c.client_id).where(named, _clients.c.active)
+
+
+# The names as an IN list; on PostgreSQL as one array (`db.read_together` sends it in a
+# pipeline, which takes no IN list, and the statement text stays the same for any count).
+_ACTOR_ROWS = _actor_rows(_users.c.username.in_(bindparam("names", expanding=True)))
+_PG_ACTOR_ROWS = _actor_rows(_users.c.username == any_(bindparam("names", type_=ARRAY(Text))))
+_ACTIVE_CLIENTS = _active_clients(_clients.c.client_id.in_(bindparam("names", expanding=True)))
+_PG_ACTIVE_CLIENTS = _active_clients(
+    _clients.c.client_id == any_(bindparam("names", type_=ARRAY(Text)))
 )
 _CLIENT_ACTIVE = select(_clients.c.active).where(_clients.c.client_id == bindparam("client_id"))
-_ACTIVE_CLIENTS = select(_clients.c.client_id).where(
-    _clients.c.client_id.in_(bindparam("client_ids", expanding=True)), _clients.c.active
-)
 
 
 def user_by_username(session: Session, username: str) -> User | None:
     return session.scalar(select(User).where(User.username == username))
 
 
-def actor_rows(session: Session, usernames: Sequence[str]) -> list[Row[*tuple[Any, ...]]]:
-    """Per user of `usernames`: one row per training record (or one with null training),
-    with username, roles, facilities, volunteer, active, module, completed_on, expires_on;
-    ordered by username, then training completion."""
-    names = sorted(set(usernames))
-    rows: list[Row[*tuple[Any, ...]]] = []
-    for start in range(0, len(names), 500):
-        rows += session.execute(_ACTOR_ROWS, {"names": names[start : start + 500]}).all()
-    return rows
+def actor_reads(session: Session, usernames: Iterable[str]) -> list[Read]:
+    """Reads of the users of `usernames` (`db.read_together`): one row per training record
+    (or one with null training), with username, roles, facilities, volunteer, active,
+    module, completed_on, expires_on; ordered by username, then training completion."""
+    return _by_names(session, usernames, _ACTOR_ROWS, _PG_ACTOR_ROWS)
+
+
+def active_client_reads(session: Session, client_ids: Iterable[str]) -> list[Read]:
+    """Reads of which of `client_ids` are registered and active, one client_id per row."""
+    return _by_names(session, client_ids, _ACTIVE_CLIENTS, _PG_ACTIVE_CLIENTS)
+
+
+def _by_names(
+    session: Session, names: Iterable[str], listed: Select[Any], pg_array: Select[Any]
+) -> list[Read]:
+    ordered = sorted(set(names))
+    if not ordered:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        return [(pg_array, {"names": ordered})]
+    return [(listed, {"names": ordered[i : i + 500]}) for i in range(0, len(ordered), 500)]
 
 
 def list_users(session: Session, *, after: str | None, limit: int) -> list[User]:
@@ -70,14 +97,6 @@ def client_is_active(session: Session, client_id: str) -> bool | None:
     """Whether the client is active; None when there is no such client."""
     active: bool | None = session.scalar(_CLIENT_ACTIVE, {"client_id": client_id})
     return active
-
-
-def active_clients(session: Session, client_ids: Iterable[str]) -> set[str]:
-    """Which of `client_ids` are registered and active (one query)."""
-    wanted = sorted(set(client_ids))
-    if not wanted:
-        return set()
-    return set(session.scalars(_ACTIVE_CLIENTS, {"client_ids": wanted}))
 
 
 def list_clients(session: Session) -> list[Client]:

@@ -6,13 +6,14 @@ import secrets
 from collections.abc import Iterable
 from datetime import timedelta
 from itertools import groupby
-from operator import attrgetter
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from app.auth.roles import SERVICE_ROLES, Role
 from app.context import AppContext
+from app.db import read_together
 from app.deps import Principal
 from app.errors import Conflict, Invalid, NotFound
 from app.ledger.service import NewEvent
@@ -283,23 +284,30 @@ def _record(
 
 def actor_profiles(session: Session, usernames: Iterable[str]) -> dict[str, ActorProfile]:
     """The evaluator's view of each known user of `usernames` (one query, no ORM objects)."""
+    return profiles_from_rows(
+        row for rows in read_together(session, repository.actor_reads(session, usernames))
+        for row in rows
+    )  # fmt: skip
+
+
+def profiles_from_rows(rows: Iterable[tuple[Any, ...]]) -> dict[str, ActorProfile]:
+    """Actor profiles from the rows of `repository.actor_reads`, in their order."""
     profiles: dict[str, ActorProfile] = {}
-    for username, group in groupby(repository.actor_rows(session, list(usernames)),
-                                   key=attrgetter("username")):  # fmt: skip
-        rows = list(group)
+    for username, group in groupby(rows, key=itemgetter(0)):
+        user = list(group)
         training: dict[str, list[TrainingRecord]] = {}
-        for row in rows:
-            if row.module is not None:
-                training.setdefault(row.module, []).append(
-                    TrainingRecord(row.module, row.completed_on, row.expires_on)
+        for *_, module, completed_on, expires_on in user:
+            if module is not None:
+                training.setdefault(module, []).append(
+                    TrainingRecord(module, completed_on, expires_on)
                 )
-        first = rows[0]
+        _, roles, facilities, volunteer, active, *_ = user[0]
         profiles[username] = ActorProfile(
             username=username,
-            roles=tuple(first.roles),
-            facilities=frozenset(first.facilities),
-            volunteer=first.volunteer,
-            active=first.active,
+            roles=tuple(roles),
+            facilities=frozenset(facilities),
+            volunteer=volunteer,
+            active=active,
             training={module: tuple(records) for module, records in training.items()},
         )
     return profiles
