@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -210,6 +211,21 @@ def as_role(
 def at(text_value: str) -> datetime:
     """A UTC datetime from an ISO string with offset."""
     return datetime.fromisoformat(text_value).astimezone(UTC)
+
+
+NOV_3_MORNING = at("2025-11-03T10:00:00-06:00")  # a Monday, all facilities live
+
+
+def decision(**overrides: Any) -> dict[str, Any]:
+    """A decision request body that the shipped policy allows for sgt.miller."""
+    body: dict[str, Any] = {
+        "actor": "sgt.miller",
+        "action": "update_case",
+        "record": {"type": "detainee_case", "id": "GRN-2025-00042", "facility": "greene"},
+        "purpose": "case_update",
+    }
+    body.update(overrides)
+    return body
 
 
 def make_actor(

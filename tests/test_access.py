@@ -23,20 +23,16 @@ from app.ledger.models import Event
 from app.ledger.service import NewEvent
 from app.users import service as users_service
 from app.users.schemas import ClientCreate
-from tests.conftest import at, fixed_clock, make_actor, make_user, record_access, token
-
-NOV_3_MORNING = at("2025-11-03T10:00:00-06:00")  # a Monday, all facilities live
-
-
-def decision(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "actor": "sgt.miller",
-        "action": "update_case",
-        "record": {"type": "detainee_case", "id": "GRN-2025-00042", "facility": "greene"},
-        "purpose": "case_update",
-    }
-    body.update(overrides)
-    return body
+from tests.conftest import (
+    NOV_3_MORNING,
+    at,
+    decision,
+    fixed_clock,
+    make_actor,
+    make_user,
+    record_access,
+    token,
+)
 
 
 def report(i: int, occurred: str = "2025-11-03T10:00:00-06:00", **overrides: Any) -> dict[str, Any]:

@@ -24,8 +24,7 @@ from app.ledger.verify import verify_chain
 from app.main import create_app
 from app.users import service as users_service
 from app.users.schemas import ClientCreate
-from tests.conftest import fixed_clock, make_actor, make_settings
-from tests.test_access import NOV_3_MORNING, decision
+from tests.conftest import NOV_3_MORNING, decision, fixed_clock, make_actor, make_settings
 
 REQUESTS = 40
 
