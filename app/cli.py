@@ -83,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--from-seq", type=int, metavar="N", help="first seq to check")
     verify.add_argument("--to-seq", type=int, metavar="N", help="last seq to check")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify.add_argument(
+        "--public-key",
+        action="append",
+        type=Path,
+        metavar="PEM",
+        help="trust only this checkpoint key, not the keys the database publishes "
+        "(repeat for rotated keys)",
+    )
     verify.set_defaults(run=_verify)
     return parser
 
@@ -291,6 +299,7 @@ def _verify(args: argparse.Namespace) -> int:
     import time
 
     from app.db import make_engine, session_factories
+    from app.ledger.signing import load_public_key
     from app.ledger.verify import verify_chain
 
     if (args.from_seq is not None and args.from_seq < 1) or (
@@ -301,6 +310,19 @@ def _verify(args: argparse.Namespace) -> int:
     if args.from_seq is not None and args.to_seq is not None and args.from_seq > args.to_seq:
         print("error: --from-seq is greater than --to-seq", file=sys.stderr)
         return 2
+    pinned = None
+    if args.public_key is not None:
+        pinned = []
+        for path in args.public_key:
+            try:
+                key = load_public_key(path.read_text())
+            except (OSError, UnicodeError) as exc:
+                print(f"error: cannot read {path}: {exc.__class__.__name__}", file=sys.stderr)
+                return 2
+            if key is None:
+                print(f"error: {path} is not an Ed25519 public key (PEM)", file=sys.stderr)
+                return 2
+            pinned.append(key)
     interactive = sys.stderr.isatty()
     started = time.perf_counter()
 
@@ -317,7 +339,11 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         with reader() as session:
             result = verify_chain(
-                session, from_seq=args.from_seq, to_seq=args.to_seq, progress=progress
+                session,
+                from_seq=args.from_seq,
+                to_seq=args.to_seq,
+                pinned_keys=pinned,
+                progress=progress,
             )
     finally:
         engine.dispose()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
@@ -23,7 +24,13 @@ from app.ledger import service as ledger_service
 from app.ledger.canonical import canonical_bytes, chain_hash
 from app.ledger.models import Checkpoint, Event, SigningKey
 from app.ledger.service import NewEvent
-from app.ledger.signing import checkpoint_message, key_id_of, load_public_key, verify_signature
+from app.ledger.signing import (
+    Signer,
+    checkpoint_message,
+    key_id_of,
+    load_public_key,
+    verify_signature,
+)
 from app.ledger.verify import verify_chain
 from app.main import create_app
 from app.migrate import ROOT
@@ -527,3 +534,45 @@ def test_cli_verify_exits_0_then_1_naming_the_break(
     )
     assert ranged.returncode == 0
     assert '"checked": 5' in ranged.stdout
+
+
+def test_cli_verify_can_pin_the_checkpoint_key(
+    new_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """--public-key: only the given keys may have signed a checkpoint; the keys published in
+    the database are not consulted, so a key slipped in beside them cannot vouch for one."""
+    url = new_database()
+    context = build_context(make_settings(url, tmp_path))
+    context.ledger.checkpoint_interval = 5
+    with context.writer() as session, session.begin():
+        append(session, context, 12)  # checkpoints at seq 5 and 10
+    context.engine.dispose()
+    ours = tmp_path / "service.pub.pem"
+    ours.write_text(context.ledger.signer.public_key_pem)
+    theirs = tmp_path / "other.pub.pem"
+    other = Signer.from_key(Ed25519PrivateKey.generate())
+    theirs.write_text(other.public_key_pem)
+    not_a_key = tmp_path / "not-a-key.pem"
+    not_a_key.write_text("hello")
+    env = {**os.environ, "AUDIT_DATABASE_URL": url}
+
+    def verify_with(*keys: Path) -> subprocess.CompletedProcess[str]:
+        options = [arg for key in keys for arg in ("--public-key", str(key))]
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", "verify", *options],
+            env=env, capture_output=True, text=True, cwd=ROOT, check=False,
+        )  # fmt: skip
+
+    pinned = verify_with(ours)
+    assert pinned.returncode == 0, pinned.stderr
+    assert pinned.stdout.startswith("valid: 12 events and 2 checkpoints")
+    assert verify_with(theirs, ours).returncode == 0  # rotated keys: any of those given
+    wrong = verify_with(theirs)
+    assert wrong.returncode == 1
+    assert wrong.stdout.strip() == (
+        f"INVALID at seq 5: checkpoint at seq 5 is signed by an unknown key "
+        f"{context.ledger.signer.key_id}"
+    )
+    unreadable = verify_with(not_a_key)
+    assert unreadable.returncode == 2
+    assert "is not an Ed25519 public key" in unreadable.stderr

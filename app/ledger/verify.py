@@ -11,7 +11,7 @@ is reported.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from json.scanner import make_scanner
 from typing import Any
@@ -70,20 +70,27 @@ def verify_chain(
     from_seq: int | None = None,
     to_seq: int | None = None,
     trusted_keys: Mapping[str, str] | None = None,
+    pinned_keys: Sequence[Ed25519PublicKey] | None = None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> Verification:
     """Verify events `from_seq`..`to_seq` (default: the whole log) and their checkpoints.
 
     `trusted_keys` (key_id → public PEM) take precedence over the published keys of the
-    same id, e.g. the running service's own key. `progress` is called with the number of
-    events checked so far after each batch.
+    same id, e.g. the running service's own key. `pinned_keys`, when given, are the only
+    keys a checkpoint may be signed by: the keys published in the database are not
+    consulted (an auditor who holds the service's public key need not trust the database
+    for it). `progress` is called with the number of events checked so far after each batch.
     """
     first = from_seq or 1
     # Checkpoints and keys are read before the events: under READ COMMITTED a later read
     # sees at least the events every checkpoint read here refers to.
     checkpoints = repository.checkpoints_between(session, first, to_seq)
-    keys = _published_keys(session, trusted_keys or {})
+    keys: dict[str, Ed25519PublicKey | None] = (
+        {key_id_of(key): key for key in pinned_keys}
+        if pinned_keys is not None
+        else _published_keys(session, trusted_keys or {})
+    )
     problems = _signature_problems(checkpoints, keys)
     expected: dict[int, list[str]] = {}
     for checkpoint in checkpoints:
