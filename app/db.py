@@ -134,9 +134,9 @@ def read_together(session: Session, reads: Sequence[Read]) -> list[list[tuple[An
     """
     if not reads:
         return []
-    dialect = session.get_bind().dialect
-    if dialect.name != "postgresql":
+    if is_sqlite(session):
         return [[tuple(row) for row in session.execute(stmt, params)] for stmt, params in reads]
+    dialect = session.get_bind().dialect
     driver = session.connection().connection.driver_connection
     assert driver is not None
     cursors = []

@@ -22,6 +22,7 @@ from app.access import service
 from app.access.schemas import DecisionResult
 from app.access.service import Ask
 from app.context import AppContext
+from app.db import is_sqlite
 from app.deps import writer_turn
 from app.errors import Unauthorized
 from app.grouping import GroupQueue
@@ -53,7 +54,7 @@ def _running(context: AppContext) -> int:
     ledger lock (clients, actor profiles) overlap the other's locked append and commit;
     measured +4% decisions/s at 16 connections. SQLite: one, as a second group would only
     wait for the write turn, holding requests that could have joined the next group."""
-    return 2 if context.engine.dialect.name == "postgresql" else 1
+    return 1 if is_sqlite(context.engine) else 2
 
 
 def _commit(

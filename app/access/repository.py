@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Select, TextClause, and_, bindparam, or_, select, text
 from sqlalchemy.orm import Session
 
-from app.db import Read, UTCDateTime
+from app.db import Read, UTCDateTime, is_sqlite
 from app.ledger.models import Event
 
 ACCESS_KINDS = ("decision", "report")
@@ -72,7 +72,7 @@ def touches(
 ) -> dict[str, list[Touch]]:
     """Per actor: (occurred_at, record_type, record_id) of access events in each window."""
     found: dict[str, list[Touch]] = {}
-    postgresql = session.get_bind().dialect.name == "postgresql"
+    postgresql = not is_sqlite(session)
     step = max(len(windows), 1) if postgresql else WINDOWS_PER_QUERY
     for start in range(0, len(windows), step):
         chunk = windows[start : start + step]
@@ -102,7 +102,7 @@ def counts_windows(session: Session) -> bool:
     busy its actor has been this hour (for the sweep, every touch of the hour crossed the
     wire). SQLite, in process, pays no transfer: the sweep measured as fast, and stays.
     """
-    return session.get_bind().dialect.name == "postgresql"
+    return not is_sqlite(session)
 
 
 # One lateral lookup per actor or record, so that the (actor, occurred_at) and record

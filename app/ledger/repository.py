@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from app.db import Read
+from app.db import Read, is_sqlite
 from app.ledger.canonical import CANONICAL_ORDER, LIST_FIELDS, TIMESTAMP_FIELDS
 from app.ledger.models import Checkpoint, Event, SigningKey
 
@@ -47,7 +47,7 @@ def lock_reads(session: Session, timeout_seconds: float) -> list[Read]:
     """What takes the append lock: PostgreSQL, an advisory xact lock (waiting at most the
     timeout). SQLite needs nothing here: writers open their transaction with BEGIN IMMEDIATE.
     """
-    if session.get_bind().dialect.name != "postgresql":
+    if is_sqlite(session):
         return []
     return [(_PG_LOCK, {"timeout": f"{int(timeout_seconds * 1000)}ms", "key": LEDGER_LOCK_KEY})]
 
@@ -86,7 +86,7 @@ def known_seq_reads(session: Session, keys: Iterable[tuple[str, str]]) -> list[R
     by_source: dict[str, set[str]] = {}
     for source, client_event_id in keys:
         by_source.setdefault(source, set()).add(client_event_id)
-    postgresql = session.get_bind().dialect.name == "postgresql"
+    postgresql = not is_sqlite(session)
     reads: list[Read] = []
     for source, ids in sorted(by_source.items()):
         # One source and its ids walk the unique (source, client_event_id) index; a

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ARRAY, ColumnElement, Select, Text, any_, bindparam, select
 from sqlalchemy.orm import Session
 
-from app.db import Read
+from app.db import Read, is_sqlite
 from app.users.models import Client, Training, User
 
 _users = User.__table__
@@ -68,9 +68,9 @@ def _by_names(
     ordered = sorted(set(names))
     if not ordered:
         return []
-    if session.get_bind().dialect.name == "postgresql":
-        return [(pg_array, {"names": ordered})]
-    return [(listed, {"names": ordered[i : i + 500]}) for i in range(0, len(ordered), 500)]
+    if is_sqlite(session):
+        return [(listed, {"names": ordered[i : i + 500]}) for i in range(0, len(ordered), 500)]
+    return [(pg_array, {"names": ordered})]
 
 
 def list_users(session: Session, *, after: str | None, limit: int) -> list[User]:
