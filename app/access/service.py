@@ -9,11 +9,11 @@ is judged at one instant and appended in one transaction, in the order it arrive
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,7 @@ MAX_FUTURE = timedelta(minutes=5)
 
 # (source, client_event_id): what makes a request a repeat of one already logged
 IdempotencyKey = tuple[str, str]
+_Result = TypeVar("_Result", DecisionResult, EventResult)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,30 +82,21 @@ def decide(
         session, context, "decision", now, profiles, keys,
         [(ask.caller, ask.body, now, ask.source_ip) for ask in taken],
     )  # fmt: skip
-    answers = {
-        j: DecisionResult(
+    answers = iter(written.answers(
+        keys,
+        lambda judgement, event, appended: DecisionResult(
             decision=judgement.decision,
             reasons=[ReasonRead(code=r.code.value, message=r.message) for r in judgement.reasons],
             seq=appended.seq, event_id=appended.event_id, flags=list(event.flags),
             policy_version=context.policy.version,
-        )
-        for j, (judgement, event, appended) in written.appended.items()
-    }  # fmt: skip
-    known, first = written.known, written.first
-    place = {i: j for j, i in enumerate(admitted)}  # position among the admitted asks
-    results: list[DecisionResult | Unauthorized] = []
-    for i in range(len(asks)):
-        j = place.get(i)
-        key = None if j is None else keys[j]
-        if j is None:
-            results.append(Unauthorized("invalid or expired token"))
-        elif key is None or j in answers:  # an ask without a key is always new
-            results.append(answers[j])
-        elif key in known:  # sent in an earlier request
-            results.append(_decision_result(known[key], duplicate=True))
-        else:  # repeated inside this group: the first occurrence's result
-            results.append(answers[first[key]].model_copy(update={"duplicate": True}))
-    return results
+        ),
+        _decision_result,
+    ))  # fmt: skip
+    admitted_at = set(admitted)
+    return [
+        next(answers) if i in admitted_at else Unauthorized("invalid or expired token")
+        for i in range(len(asks))
+    ]
 
 
 def _key(ask: Ask) -> IdempotencyKey | None:
@@ -132,24 +124,15 @@ def report(
         session, context, "report", now, profiles, keys,
         [(caller, item, item.occurred_at, source_ip) for item in batch.events],
     )  # fmt: skip
-    answers = {
-        i: EventResult(
-            client_event_id=batch.events[i].client_event_id, seq=appended.seq,
+    return written.answers(
+        keys,
+        lambda judgement, event, appended: EventResult(
+            client_event_id=event.client_event_id or "", seq=appended.seq,
             event_id=appended.event_id, decision=judgement.decision,
             reasons=judgement.reason_codes, flags=list(event.flags), duplicate=False,
-        )
-        for i, (judgement, event, appended) in written.appended.items()
-    }  # fmt: skip
-    known, first = written.known, written.first
-    results: list[EventResult] = []
-    for i, key in enumerate(keys):
-        if i in answers:
-            results.append(answers[i])
-        elif key in known:  # sent in an earlier request
-            results.append(_event_result(known[key]))
-        else:  # repeated inside this batch: the first occurrence's result
-            results.append(answers[first[key]].model_copy(update={"duplicate": True}))
-    return results
+        ),
+        _event_result,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +142,27 @@ class _Written:
     known: dict[IdempotencyKey, Event]  # keys logged by an earlier request: their events
     first: dict[IdempotencyKey, int]  # new keys: the position of their first request
     appended: dict[int, tuple[Judgement, NewEvent, Appended]]  # position -> its new event
+
+    def answers(
+        self,
+        keys: Sequence[IdempotencyKey | None],
+        new: Callable[[Judgement, NewEvent, Appended], _Result],
+        logged: Callable[[Event], _Result],
+    ) -> list[_Result]:
+        """One result per position: a new event's (`new`); for a key logged by an earlier
+        request, that event's (`logged`, marked duplicate); for a key repeated within the
+        list, its first position's result, marked duplicate."""
+        made = {i: new(*entry) for i, entry in self.appended.items()}
+        results: list[_Result] = []
+        for i, key in enumerate(keys):
+            if i in made:  # a position without a key is always new
+                results.append(made[i])
+            elif key in self.known:
+                results.append(logged(self.known[key]))
+            else:
+                assert key is not None
+                results.append(made[self.first[key]].model_copy(update={"duplicate": True}))
+        return results
 
 
 def _judge_and_append(
@@ -261,17 +265,16 @@ _Touch = tuple[datetime, int, tuple[str | None, str | None]]
 _WHEN = itemgetter(0, 1)  # logged touches sort before requests at the same instant
 
 
-# The volume count: distinct records an actor touched in the trailing window, the request
-# itself and the earlier requests of the same batch included. Requests made at one instant
-# (a group of decisions) share their window: where the database counts windows, it counts
-# the logged records and says which of the requested ones are among them (`_counted`).
-# Otherwise, a sweep over the logged accesses per actor.
-
-
 def _distinct_records_sweep(
     session: Session, context: AppContext, requests: Sequence[tuple[DecisionRequest, datetime]]
 ) -> list[int]:
-    """`_distinct_records` with a sliding window per actor over its logged accesses."""
+    """The volume count of each (request, as of): distinct records its actor touched in the
+    trailing window, itself and the earlier requests of the list included; a sliding window
+    per actor over its logged accesses.
+
+    Requests made at one instant (a group of decisions) share their window: where the
+    database counts windows, the ledger lock reads that count instead (`_counted`).
+    """
     window = context.policy.volume_window
     by_actor: dict[str, list[_Touch]] = defaultdict(list)
     for i, (body, at) in enumerate(requests):
@@ -331,15 +334,17 @@ def _counted(
     return counts
 
 
-def _decision_result(event: Event, duplicate: bool) -> DecisionResult:
+def _decision_result(event: Event) -> DecisionResult:
+    """A logged decision's answer to a request that repeats it."""
     return DecisionResult(
         decision=event.decision or "", reasons=explain(event.reasons, event.details), seq=event.seq,
         event_id=event.event_id, flags=list(event.flags),
-        policy_version=event.policy_version or "", duplicate=duplicate,
+        policy_version=event.policy_version or "", duplicate=True,
     )  # fmt: skip
 
 
 def _event_result(event: Event) -> EventResult:
+    """A logged event's answer to a report that repeats it."""
     return EventResult(
         client_event_id=event.client_event_id or "", seq=event.seq, event_id=event.event_id,
         decision=event.decision or "", reasons=list(event.reasons), flags=list(event.flags),
