@@ -32,11 +32,13 @@ run: install
 test: install-test
 	$(BIN)/pytest -q
 
-## lint: ruff, mypy strict, and Alembic's check that models and migrations agree
+## lint: ruff, mypy strict, the import layers (import-linter), and Alembic's check that
+## models and migrations agree
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	@tmp=$$(mktemp -d); \
 	  AUDIT_DATABASE_URL=sqlite:///$$tmp/check.db $(BIN)/alembic upgrade head >/dev/null 2>&1 && \
 	  AUDIT_DATABASE_URL=sqlite:///$$tmp/check.db $(BIN)/alembic check; \

@@ -6,8 +6,9 @@ import argparse
 import getpass
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from app.config import Settings
 
@@ -135,7 +136,6 @@ def _users_add(args: argparse.Namespace) -> int:
 
     from app.context import build_context
     from app.errors import AppError
-    from app.users import service
     from app.users.schemas import UserCreate
 
     password = args.password
@@ -144,6 +144,7 @@ def _users_add(args: argparse.Namespace) -> int:
         password = getpass.getpass() if interactive else sys.stdin.readline().rstrip("\n")
     context = build_context(Settings())
     try:
+        context.start()
         body = UserCreate(
             username=args.username,
             full_name=args.full_name or args.username,
@@ -152,8 +153,8 @@ def _users_add(args: argparse.Namespace) -> int:
             volunteer=args.volunteer,
             password=password or None,
         )
-        with context.writer() as session, session.begin():
-            user = service.create_user(session, context, None, body)
+        with context.database.transaction() as session:
+            user = context.users.create_user(session, None, body)
     except ValidationError as exc:
         for error in exc.errors():
             print(f"error: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
@@ -162,7 +163,7 @@ def _users_add(args: argparse.Namespace) -> int:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 2
     finally:
-        context.engine.dispose()
+        context.dispose()
     print(f"created {user.username} with roles {', '.join(user.roles)}")
     return 0
 
@@ -171,7 +172,8 @@ def _demo(args: argparse.Namespace) -> int:
     from app import demo
     from app.context import build_context
 
-    context = build_context(Settings())
+    settings = Settings()
+    context = build_context(settings)
     try:
         if demo.already_loaded(context):
             if not args.if_empty:
@@ -182,15 +184,10 @@ def _demo(args: argparse.Namespace) -> int:
                 )
                 return 1
         else:
-            demo.load(
-                context,
-                seed=args.seed,
-                scale=args.scale,
-                progress=lambda line: print(line, file=sys.stderr),
-            )
+            demo.load(settings, seed=args.seed, scale=args.scale)
         facts = demo.summary(context)
     finally:
-        context.engine.dispose()
+        context.dispose()
     print(f"\n{facts['events']} events in the log, {facts['denied']} access attempts denied.")
     if not facts["demo"]:
         print("(this database was not loaded by the demo: use your own logins)")
@@ -249,11 +246,10 @@ def _export(args: argparse.Namespace) -> int:
     import json
 
     from pydantic import ValidationError
+    from tqdm import tqdm
 
     from app.context import build_context
-    from app.deps import SessionFactories
     from app.errors import AppError
-    from app.reports import exports
     from app.reports.schemas import EventFilters
 
     given = {name: getattr(args, name) for name in EXPORT_FILTERS if getattr(args, name)}
@@ -263,31 +259,20 @@ def _export(args: argparse.Namespace) -> int:
         for error in exc.errors():
             print(f"error: --{error['loc'][0]}: {error['msg']}", file=sys.stderr)
         return 2
-    interactive = sys.stderr.isatty()
-
-    def progress(rows: int) -> None:
-        # Every batch on a terminal (one line, rewritten); every 100,000 rows in a log.
-        if interactive:
-            print(f"\r{rows:,} rows written", end="", file=sys.stderr, flush=True)
-        elif rows % 100_000 == 0:
-            print(f"{rows:,} rows written", file=sys.stderr, flush=True)
-
     context = build_context(Settings())
-    sessions = SessionFactories(context.reader, context.writer)
     try:
-        with args.out.open("wb") as out:
-            export = exports.write_events_csv(context, sessions, filters, out, progress)
-        if interactive:
-            print(file=sys.stderr)
+        context.start()
+        with args.out.open("wb") as out, tqdm(unit=" rows", desc="export", leave=False) as bar:
+            export = context.exports.write_events_csv(filters, out, _advance(bar))
         if args.manifest:
-            with context.reader() as session:
-                manifest = exports.manifest(session, context, sessions, export.export_id)
+            with context.database.reader() as session:
+                manifest = context.exports.manifest(session, export.export_id)
             args.manifest.write_text(json.dumps(manifest.model_dump(), indent=2) + "\n")
     except AppError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 2
     finally:
-        context.engine.dispose()
+        context.dispose()
     print(f"{export.rows:,} rows written to {args.out}")
     print(f"export {export.export_id}  sha256 {export.sha256}")
     return 0
@@ -298,7 +283,9 @@ def _verify(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from app.db import make_engine, session_factories
+    from tqdm import tqdm
+
+    from app.db import Database, make_engine
     from app.ledger.signing import load_public_key
     from app.ledger.verify import verify_chain
 
@@ -323,33 +310,24 @@ def _verify(args: argparse.Namespace) -> int:
                 print(f"error: {path} is not an Ed25519 public key (PEM)", file=sys.stderr)
                 return 2
             pinned.append(key)
-    interactive = sys.stderr.isatty()
     started = time.perf_counter()
-
-    def progress(events: int) -> None:
-        # Every batch on a terminal (one line, rewritten); every 100,000 events in a log.
-        rate = events / max(time.perf_counter() - started, 1e-9)
-        if interactive:
-            print(f"\r{events:,} events verified ({rate:,.0f}/s)", end="", file=sys.stderr)
-        elif events % 100_000 == 0:
-            print(f"{events:,} events verified ({rate:,.0f}/s)", file=sys.stderr, flush=True)
-
-    engine = make_engine(Settings().database_url)
-    reader, _ = session_factories(engine)
+    settings = Settings()
+    database = Database(make_engine(settings.database_url), settings.ledger_lock_timeout_seconds)
     try:
-        with reader() as session:
+        with (
+            database.reader() as session,
+            tqdm(unit=" events", desc="verify", leave=False) as bar,
+        ):
             result = verify_chain(
                 session,
                 from_seq=args.from_seq,
                 to_seq=args.to_seq,
                 pinned_keys=pinned,
-                progress=progress,
+                progress=_advance(bar),
             )
     finally:
-        engine.dispose()
+        database.dispose()
     seconds = time.perf_counter() - started
-    if interactive:
-        print(file=sys.stderr)
     if args.json:
         print(json.dumps({**dataclasses.asdict(result), "seconds": round(seconds, 3)}))
     elif result.valid:
@@ -365,6 +343,15 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         print(f"INVALID at seq {result.first_invalid_seq}: {result.problem}")
     return 0 if result.valid else 1
+
+
+def _advance(bar: Any) -> Callable[[int], None]:
+    """A progress callback taking the count so far, for a `tqdm` bar."""
+
+    def advance(done: int) -> None:
+        bar.update(done - bar.n)
+
+    return advance
 
 
 if __name__ == "__main__":

@@ -1,17 +1,17 @@
-"""Settings: environment variables with the AUDIT_ prefix (a `.env` file is read too)."""
+"""Settings: environment variables with the AUDIT_ prefix (a `.env` file is read too).
+
+Reading settings validates them and does nothing else: no file is read or written here.
+Development keys, when none are configured, are made by an explicit start-up step
+(`app.keys`).
+"""
 
 from __future__ import annotations
 
-import logging
-import secrets
-from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
-
-log = logging.getLogger("access_audit")
 
 
 class Settings(BaseSettings):
@@ -21,7 +21,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./access_audit.db"
     policy_dir: Path = Path("./policies")
-    secret_key: str | None = None
+    secret_key: str | None = Field(default=None, min_length=32)
     token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
     signing_key_file: Path | None = None
     jwt_algorithm: str = "HS256"
@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     # Folder for development-only generated files (keys, demo client); see `state_path`.
     state_dir: Path | None = None
 
-    @cached_property
+    @property
     def state_path(self) -> Path:
         """Where development secrets are kept: AUDIT_STATE_DIR, beside a SQLite file, or here."""
         if self.state_dir is not None:
@@ -45,34 +45,3 @@ class Settings(BaseSettings):
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             return Path(url.database).resolve().parent
         return Path.cwd()
-
-    @cached_property
-    def jwt_secret(self) -> str:
-        """The JWT signing secret: configured, or generated once and kept (dev only)."""
-        if self.secret_key:
-            if len(self.secret_key) < 32:
-                raise SystemExit("AUDIT_SECRET_KEY must be at least 32 characters")
-            return self.secret_key
-        path = self.state_path / ".access_audit_secret_key"
-        if not path.exists():
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
-        log.warning(
-            "AUDIT_SECRET_KEY is not set: using the development key in %s "
-            "(set AUDIT_SECRET_KEY in production)",
-            path,
-        )
-        return path.read_text().strip()
-
-    @cached_property
-    def signing_key_path(self) -> Path:
-        """The Ed25519 checkpoint key file: configured, or generated beside the database (dev)."""
-        if self.signing_key_file is not None:
-            return self.signing_key_file
-        path = self.state_path / ".access_audit_signing_key.pem"
-        log.warning(
-            "AUDIT_SIGNING_KEY_FILE is not set: using the development key %s "
-            "(set AUDIT_SIGNING_KEY_FILE in production)",
-            path,
-        )
-        return path

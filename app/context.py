@@ -1,51 +1,127 @@
-"""What a running service holds: settings, database, compiled policy, ledger, keys, clock."""
+"""The composition root: everything a running service holds, built once at start-up.
+
+Nothing below this module imports it: services are handed what they use when they are
+built here, and routes reach them through `app.deps`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
+from fastapi import FastAPI, Request
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
+from app.access.queue import DecisionQueue
+from app.access.service import Access
 from app.auth.passwords import SecretHasher
+from app.auth.service import Logins
 from app.auth.tokens import TokenService
+from app.clock import Clock, utcnow
 from app.config import Settings
-from app.db import make_engine, session_factories
-from app.ledger.service import Ledger, utcnow
-from app.ledger.signing import Signer
+from app.db import Database, make_engine
+from app.keys import service_keys
+from app.ledger import service as ledger_service
+from app.ledger.append_store import store_for
+from app.ledger.service import Ledger, VolumeRule
+from app.pagination import Cursors
 from app.policy.evaluator import CompiledPolicy
 from app.policy.loader import load_policy
+from app.reports.exports import Exports
+from app.reports.service import Reports
+from app.users.service import Users
 
 
-@dataclass
+@dataclass(frozen=True)
 class AppContext:
     settings: Settings
-    engine: Engine
-    reader: sessionmaker[Session]
-    writer: sessionmaker[Session]
+    clock: Clock
+    database: Database
     policy: CompiledPolicy
     ledger: Ledger
-    hasher: SecretHasher
     tokens: TokenService
-    clock: Callable[[], datetime] = utcnow
+    cursors: Cursors
+    logins: Logins
+    users: Users
+    access: Access
+    decisions: DecisionQueue
+    reports: Reports
+    exports: Exports
+
+    def start(self) -> None:
+        """The start-up step that needs the database (`ledger_service.start`)."""
+        with self.database.transaction() as session:
+            ledger_service.start(session, self.ledger)
+
+    def dispose(self) -> None:
+        self.database.dispose()
 
 
-def build_context(settings: Settings, engine: Engine | None = None) -> AppContext:
-    """Everything the service needs, built once at start-up; a bad policy stops it here."""
-    engine = engine or make_engine(settings.database_url, settings.ledger_lock_timeout_seconds)
-    reader, writer = session_factories(engine)
-    signer = Signer.load_or_create(settings.signing_key_path)
+def build_context(
+    settings: Settings,
+    engine: Engine | None = None,
+    *,
+    database: Database | None = None,
+    policy: CompiledPolicy | None = None,
+    clock: Clock = utcnow,
+    signing_clock: Clock = utcnow,
+) -> AppContext:
+    """Everything the service needs; a bad policy or key stops it here.
+
+    `clock` is the service's time (decisions, records, tokens); `signing_clock` stamps
+    checkpoints, which always say when they were really signed. The database (or the
+    engine to build it on) and the compiled policy may be given, as tests do.
+    """
+    timeout = settings.ledger_lock_timeout_seconds
+    if database is None:
+        database = Database(engine or make_engine(settings.database_url, timeout), timeout)
+    policy = policy or load_policy(settings.policy_dir)
+    keys = service_keys(settings)
+    ledger = Ledger(
+        store_for(database.engine),
+        keys.signer,
+        checkpoint_interval=settings.checkpoint_interval,
+        lock_timeout=timeout,
+        volume=VolumeRule(policy.volume_window, policy.volume_spike_records + 1),
+        signing_clock=signing_clock,
+    )
+    hasher = SecretHasher(settings.argon2_time_cost, settings.argon2_memory_cost)
+    tokens = TokenService(
+        keys.jwt_secret, settings.jwt_algorithm, settings.token_ttl_seconds, clock
+    )
+    cursors = Cursors(keys.jwt_secret)
+    access = Access(policy, ledger, clock)
+    reports = Reports(policy, ledger, clock, cursors)
     return AppContext(
         settings=settings,
-        engine=engine,
-        reader=reader,
-        writer=writer,
-        policy=load_policy(settings.policy_dir),
-        ledger=Ledger(signer, settings.checkpoint_interval, settings.ledger_lock_timeout_seconds),
-        hasher=SecretHasher(settings.argon2_time_cost, settings.argon2_memory_cost),
-        tokens=TokenService(
-            settings.jwt_secret, settings.jwt_algorithm, settings.token_ttl_seconds
+        clock=clock,
+        database=database,
+        policy=policy,
+        ledger=ledger,
+        tokens=tokens,
+        cursors=cursors,
+        logins=Logins(
+            ledger,
+            hasher,
+            tokens,
+            clock,
+            lockout_threshold=settings.lockout_threshold,
+            lockout_minutes=settings.lockout_minutes,
         ),
+        users=Users(policy, ledger, hasher, clock, cursors),
+        access=access,
+        decisions=DecisionQueue(database, access),
+        reports=reports,
+        exports=Exports(database, ledger, reports, clock),
     )
+
+
+def attach(app: FastAPI, context: AppContext) -> None:
+    """Serve `context` from `app`: what the dependencies find on the app's state."""
+    app.state.context = context
+    app.state.database = context.database
+    app.state.tokens = context.tokens
+
+
+def context_of(request: Request) -> AppContext:
+    context: AppContext = request.app.state.context
+    return context

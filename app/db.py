@@ -1,18 +1,30 @@
-"""Database: engine, session factories, the declarative Base and portable column types."""
+"""Database: engine, sessions, the declarative Base and portable column types.
+
+`Database` is built once per process (`app.context.build_context`) and knows which kind of
+database it talks to; nothing below it asks again. Requests get their session from
+`read_session` or `write_session` (chosen per route, `app.deps`); the write session
+commits in one place, before the response is sent.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
+from weakref import WeakKeyDictionary
 
+import anyio
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Compiled, Connection, Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.sql.expression import Executable
 from sqlalchemy.types import TypeDecorator
+
+from app.errors import LedgerUnavailable
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -51,15 +63,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # JSON everywhere; JSONB on PostgreSQL so list columns can be searched with @>.
 JSONList = JSON().with_variant(JSONB(), "postgresql")
-
-
-def is_sqlite(bind: Engine | Connection | Session) -> bool:
-    """True when the bind talks to SQLite."""
-    return (
-        bind.get_bind().dialect.name == "sqlite"
-        if isinstance(bind, Session)
-        else (bind.dialect.name == "sqlite")
-    )
 
 
 def make_engine(url: str, lock_timeout_seconds: float = 10.0, **kwargs: Any) -> Engine:
@@ -101,75 +104,113 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def session_factories(engine: Engine) -> tuple[sessionmaker[Session], sessionmaker[Session]]:
-    """(reader, writer) session factories; a writer on SQLite takes the write lock at BEGIN.
+class Database:
+    """The engine and its two kinds of session, for one process.
 
-    A deferred SQLite transaction that reads first and writes later fails at once if
-    another writer committed in between (WAL snapshot); taking the lock at BEGIN makes
-    writers queue instead, which is what serialises ledger appends on SQLite.
+    A writer on SQLite takes the write lock at BEGIN (a deferred transaction that reads
+    first and writes later fails at once if another writer committed in between), and this
+    process's writers queue for their turn on a lock of their own before that (`write_turn`).
     """
-    reader = sessionmaker(bind=engine, expire_on_commit=False)
-    writer = sessionmaker(
-        bind=engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False
-    )
-    return reader, writer
+
+    def __init__(self, bind: Engine | Connection, lock_timeout_seconds: float) -> None:
+        """`bind` is the engine; a connection (tests) makes every session a savepoint of the
+        transaction it is in."""
+        self.engine = bind.engine
+        self._owns_engine = isinstance(bind, Engine)
+        self.sqlite = bind.dialect.name == "sqlite"
+        self.lock_timeout_seconds = lock_timeout_seconds
+        self.reader = sessionmaker(
+            bind=bind, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        )
+        self.writer = sessionmaker(
+            bind=bind.execution_options(sqlite_begin="IMMEDIATE") if self._owns_engine else bind,
+            expire_on_commit=False,
+            join_transaction_mode="create_savepoint",
+        )
+        # One lock per event loop (a lock must not outlive or cross its loop).
+        self._turns: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            WeakKeyDictionary()
+        )
+
+    @asynccontextmanager
+    async def write_turn(self) -> AsyncIterator[None]:
+        """On SQLite, wait for this process's turn to write (at most the lock timeout).
+
+        SQLite's busy handler sleeps in growing steps (up to 100 ms) while another connection
+        holds the write lock, so threads waiting inside it turn a queue into a trickle (and
+        a p99 of seconds); a lock hands over at once. Other processes still queue in SQLite.
+        PostgreSQL needs no turn: appends queue on the ledger's advisory lock.
+        """
+        if not self.sqlite:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        lock = self._turns.setdefault(loop, asyncio.Lock())  # on the loop's own thread
+        try:
+            await asyncio.wait_for(lock.acquire(), self.lock_timeout_seconds)
+        except TimeoutError:
+            raise LedgerUnavailable("the audit log is busy or unavailable; try again") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A writer session for work outside a request (CLI, start-up): committed at the end
+        of the block, rolled back if it raises."""
+        with self.writer() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        if self._owns_engine:
+            self.engine.dispose()
 
 
-# A read to run with others (`read_together`): a statement and its parameters.
-Read = tuple[Executable, Mapping[str, Any]]
+def database_of(request: Request) -> Database:
+    """The process's database (`app.context` puts it on the app's state)."""
+    return cast(Database, request.app.state.database)
 
 
-def read_together(session: Session, reads: Sequence[Read]) -> list[list[tuple[Any, ...]]]:
-    """Run `reads` in order in the session's transaction; each one's rows, as tuples.
-
-    On PostgreSQL they go to the server in one round trip (psycopg's pipeline mode) and
-    run there one after the other, as they would have one by one: a read still sees what
-    committed before it started, so reads placed after a lock see every write it waited
-    for. Elsewhere (SQLite, in process) they simply run one by one.
-
-    The rows are the driver's, without SQLAlchemy's result processing: use it for reads
-    of numbers, text, booleans, dates and JSON (which psycopg decodes as SQLAlchemy would),
-    not of timestamps. On PostgreSQL a statement cannot use expanding (IN) parameters: pass
-    an array.
-    """
-    if not reads:
-        return []
-    if is_sqlite(session):
-        return [[tuple(row) for row in session.execute(stmt, params)] for stmt, params in reads]
-    dialect = session.get_bind().dialect
-    driver = session.connection().connection.driver_connection
-    assert driver is not None
-    cursors = []
+async def read_session(request: Request) -> AsyncIterator[Session]:
+    """A session for a route that only reads. Opening it does no I/O (this runs on the event
+    loop); only ending a transaction that did work goes to the threadpool."""
+    session = database_of(request).reader()
     try:
-        with driver.pipeline():
-            for statement, params in reads:
-                sql, processors = _driver_form(statement, dialect)
-                values = dict(sql.construct_params(dict(params)) or {})
-                for name, process in processors.items():
-                    values[name] = process(values[name])
-                cursors.append(driver.execute(str(sql), values))
-        return [cursor.fetchall() for cursor in cursors]
-    except dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy would raise it
-        raise DBAPIError.instance(
-            None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
-        ) from exc
+        yield session
+    finally:
+        if session.in_transaction():
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(_end, session, False)
+        else:
+            session.close()
 
 
-_DRIVER_FORMS: dict[tuple[int, str], tuple[Executable, Compiled, dict[str, Any]]] = {}
+async def write_session(request: Request) -> AsyncIterator[Session]:
+    """The one transaction of a route that writes: committed when the handler returns and
+    before the response is sent (the route declares it with `scope="function"`), rolled
+    back if the handler raises. No commit, no success: a failed commit is the response.
+    """
+    database = database_of(request)
+    async with database.write_turn():
+        session = database.writer()
+        try:
+            yield session
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(_end, session, False)
+            raise
+        if session.in_transaction():
+            await run_in_threadpool(_end, session, True)
+        else:
+            session.close()
 
 
-def _driver_form(statement: Executable, dialect: Dialect) -> tuple[Compiled, dict[str, Any]]:
-    """`statement` compiled for `dialect`, and its parameters' bind processors (once each)."""
-    key = (id(statement), dialect.name)
-    known = _DRIVER_FORMS.get(key)
-    if known is None or known[0] is not statement:
-        compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
-        if "POSTCOMPILE" in str(compiled):
-            raise ValueError("read_together cannot run expanding (IN) parameters")
-        processors = {
-            name: process
-            for name, bind in compiled.binds.items()
-            if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
-        }
-        known = _DRIVER_FORMS[key] = (statement, compiled, processors)
-    return known[1], known[2]
+def _end(session: Session, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()

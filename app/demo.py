@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from app.access import service as access
+from tqdm import tqdm
+
 from app.access.schemas import DecisionRequest, EventBatch, EventReport
-from app.auth.roles import Role
-from app.context import AppContext
-from app.deps import Principal
+from app.access.service import Ask
+from app.auth.principal import Principal
+from app.config import Settings
+from app.context import AppContext, build_context
 from app.ledger import repository as ledger_repository
 from app.policy.evaluator import CompiledPolicy
 from app.reports.schemas import SummaryQuery
-from app.reports.service import summary_report
-from app.users import service as users
 from app.users.schemas import ClientCreate, TrainingCreate, UserCreate
+from app.vocabulary import Role
 
 DEMO_PASSWORD = "mission-demo-password"  # development demo only; printed on purpose
 LOGINS = (
@@ -112,77 +112,90 @@ class Submission:
     payload: Any = field(compare=False)
 
 
+class DemoClock:
+    """The demo's time: the moment each submission of the year is sent."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
 def already_loaded(context: AppContext) -> bool:
-    with context.reader() as session:
-        return users.any_user(session)
+    with context.database.reader() as session:
+        return context.users.any_user(session)
 
 
-def load(
-    context: AppContext,
-    *,
-    seed: int = 2025,
-    scale: float = 1.0,
-    progress: Callable[[str], None] = lambda _: None,
-) -> dict[str, Any]:
-    """Load the demo into an empty database; returns the logins and counts to print."""
-    rng = random.Random(seed)
-    policy = context.policy
-    real_clock = context.clock
+def load(settings: Settings, *, seed: int = 2025, scale: float = 1.0) -> dict[str, Any]:
+    """Load the demo into an empty database; returns the client's credentials.
+
+    The year is replayed through the real services with a clock set to each submission's
+    moment; checkpoints are still stamped with the time they are really signed.
+    """
+    clock = DemoClock(datetime(2025, 9, 22, 14, 0, tzinfo=UTC))
+    context = build_context(settings, clock=clock)
     try:
-        context.clock = lambda: datetime(2025, 9, 22, 14, 0, tzinfo=UTC)
-        client_id, secret = _people(context)
-        progress("users, training and the integration client created")
-        caller = Principal("client", client_id, frozenset({Role.integration.value}))
-        admin = Principal("user", "admin", frozenset({Role.admin.value}))
-        submissions = Planner(rng, policy, scale).plan()
-        progress(f"replaying {sum(_size(s) for s in submissions)} accesses through the evaluator")
-        for i, sub in enumerate(submissions):
-            context.clock = lambda at=sub.at: at  # type: ignore[misc]
-            with context.writer() as session, session.begin():
+        context.start()
+        demo = _replay(context, clock, random.Random(seed), scale)
+    finally:
+        context.dispose()
+    path = _demo_file(settings)
+    path.write_text(json.dumps(demo))
+    path.chmod(0o600)
+    return demo
+
+
+def _replay(
+    context: AppContext, clock: DemoClock, rng: random.Random, scale: float
+) -> dict[str, Any]:
+    policy = context.policy
+    client_id, secret = _people(context)
+    caller = Principal("client", client_id, frozenset({Role.integration.value}))
+    admin = Principal("user", "admin", frozenset({Role.admin.value}))
+    submissions = Planner(rng, policy, scale).plan()
+    total = sum(_size(s) for s in submissions)
+    with tqdm(total=total, unit=" accesses", desc="demo year") as bar:
+        for sub in submissions:
+            clock.at = sub.at
+            with context.database.transaction() as session:
                 if sub.kind == "decision":
-                    access.decide(session, context, [access.Ask(caller, sub.payload, "10.20.0.15")])
+                    context.access.decide(session, [Ask(caller, sub.payload, "10.20.0.15")])
                 elif sub.kind == "reports":
-                    access.report(session, context, caller, sub.payload, "10.20.0.15")
+                    context.access.report(session, caller, sub.payload, "10.20.0.15")
                 else:  # refresher training, recorded by the administrator that day
                     username, completed_on = sub.payload
                     for module in policy.required_training:
-                        users.add_training(session, context, admin, username, TrainingCreate(
+                        context.users.add_training(session, admin, username, TrainingCreate(
                             module=module, completed_on=completed_on))  # fmt: skip
-            if i and i % 500 == 0:
-                progress(f"  {i}/{len(submissions)} submissions, now at {sub.at:%Y-%m-%d}")
-    finally:
-        context.clock = real_clock
-    demo = {"client_id": client_id, "client_secret": secret}
-    _demo_file(context).write_text(json.dumps(demo))
-    _demo_file(context).chmod(0o600)
-    return demo
+            bar.update(_size(sub))
+            bar.set_postfix_str(f"{sub.at:%Y-%m-%d}", refresh=False)
+    return {"client_id": client_id, "client_secret": secret}
 
 
 def _people(context: AppContext) -> tuple[str, str]:
     admin = Principal("user", "admin", frozenset({Role.admin.value}))
-    with context.writer() as session, session.begin():
+    users = context.users
+    with context.database.transaction() as session:
         for i, (username, full_name, roles) in enumerate(LOGINS):
             users.create_user(
-                session, context, None if i == 0 else admin,
+                session, None if i == 0 else admin,
                 UserCreate(username=username, full_name=full_name, roles=roles,
                            password=DEMO_PASSWORD),
             )  # fmt: skip
         for actor in ACTORS:
-            users.create_user(session, context, admin, UserCreate(
+            users.create_user(session, admin, UserCreate(
                 username=actor.username, full_name=actor.full_name, roles=[actor.role],
                 facilities=list(actor.facilities), volunteer=actor.volunteer))  # fmt: skip
             if actor.trained_on:
                 completed_on = date.fromisoformat(actor.trained_on)
                 for module in context.policy.required_training:
                     users.add_training(
-                        session,
-                        context,
-                        admin,
-                        actor.username,
+                        session, admin, actor.username,
                         TrainingCreate(module=module, completed_on=completed_on),
-                    )
+                    )  # fmt: skip
         client, secret = users.create_client(
-            session, context, admin, ClientCreate(name="County case-management system")
+            session, admin, ClientCreate(name="County case-management system")
         )
     return client.client_id, secret
 
@@ -335,17 +348,17 @@ def _home(username: str) -> str:
     return next(a for a in ACTORS if a.username == username).facilities[0]
 
 
-def _demo_file(context: AppContext) -> Path:
-    return context.settings.state_path / ".access_audit_demo_client.json"
+def _demo_file(settings: Settings) -> Path:
+    return settings.state_path / ".access_audit_demo_client.json"
 
 
 def summary(context: AppContext) -> dict[str, Any]:
     """Counts and logins to print after loading (or on every `make run`)."""
-    with context.reader() as session:
+    with context.database.reader() as session:
         head = ledger_repository.head(session)
-        access = summary_report(session, context, SummaryQuery(group_by=[]))
-        demo_admin = users.get_user_or_none(session, "admin")
-    path = _demo_file(context)
+        access = context.reports.summary_report(session, SummaryQuery(group_by=[]))
+        demo_admin = context.users.get_user_or_none(session, "admin")
+    path = _demo_file(context.settings)
     client = json.loads(path.read_text()) if path.exists() else None
     return {
         "events": head[0] if head else 0,  # seq has no gaps: the head's seq is the count

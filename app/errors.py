@@ -68,7 +68,9 @@ def install_handlers(app: FastAPI) -> None:
     """Map domain errors (and database outages) to responses."""
 
     @app.exception_handler(AppError)
-    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        if isinstance(exc, LedgerUnavailable):
+            request.app.state.metrics.ledger_failures.inc()
         if isinstance(exc, Invalid):
             body = {"detail": [{"loc": exc.loc, "msg": exc.detail, "type": "value_error"}]}
             return JSONResponse(body, status_code=422)
@@ -76,8 +78,9 @@ def install_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(DBAPIError)
-    async def _database_error(_: Request, exc: DBAPIError) -> JSONResponse:
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
         # Fail closed: a database that cannot be written never turns into an allow.
+        request.app.state.metrics.ledger_failures.inc()
         log.error("database error: %s", type(exc.orig).__name__ if exc.orig else exc)
         return JSONResponse(
             {"detail": "the audit log is unavailable; nothing was recorded"}, status_code=503

@@ -6,7 +6,8 @@ appends, for the one lock that orders the log. A `GroupQueue` turns that into a 
 event loop and key: the first item starts a task that runs everything waiting, as one
 group, through the caller's `run`, then the next group (what arrived meanwhile), until the
 queue is empty. An idle service adds no delay (a group of one runs at once); a busy one
-runs larger groups. Each item gets its own result, or the group's exception.
+runs larger groups. Each item gets its own result or its own exception (`run` may answer an
+item with an exception instance), or the group's exception if `run` raises.
 
 An item whose request was cancelled before its group started is dropped; once the group
 has started, it runs to the end (a decision logged for a client that hung up stays logged).
@@ -23,7 +24,8 @@ from weakref import WeakKeyDictionary
 T = TypeVar("T")
 R = TypeVar("R")
 
-Run = Callable[[Sequence[T]], Awaitable[Sequence[R]]]
+# Answers each item in order: its result, or the exception it fails with.
+Run = Callable[[Sequence[T]], Awaitable[Sequence[R | Exception]]]
 
 
 @dataclass(slots=True)
@@ -99,5 +101,9 @@ async def _run_group(group: list[_Waiting[T, R]], run: Run[T, R]) -> None:
             waiting.result.cancel()
         raise
     for waiting, result in zip(group, results, strict=True):
-        if not waiting.result.done():
+        if waiting.result.done():
+            continue
+        if isinstance(result, Exception):
+            waiting.result.set_exception(result)
+        else:
             waiting.result.set_result(result)

@@ -12,11 +12,11 @@ from app import operations
 from app.access.router import router as access_router
 from app.auth.router import router as auth_router
 from app.config import Settings
-from app.context import AppContext, build_context
+from app.context import AppContext, attach, build_context
+from app.dashboard.router import STATIC_PATH, static_files
 from app.dashboard.router import router as dashboard_router
 from app.errors import install_handlers
 from app.ledger.router import router as integrity_router
-from app.ledger.service import publish_signing_key
 from app.reports.router import router as reports_router
 from app.users.router import router as users_router
 
@@ -41,14 +41,15 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = getattr(app.state, "context", None) is None
         if owned:
-            app.state.context = build_context(settings or Settings())
-            publish_signing_key(app.state.context.writer, app.state.context.ledger)
+            built = build_context(settings or Settings())
+            built.start()
+            attach(app, built)
             # What start-up built lives as long as the process: keep the cyclic collector
             # from re-scanning it in every full collection (they stall list requests).
             gc.freeze()
         yield
         if owned:
-            app.state.context.engine.dispose()
+            app.state.context.dispose()
 
     app = FastAPI(
         title="access-audit",
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         lifespan=lifespan,
     )
     if context is not None:
-        app.state.context = context
+        attach(app, context)
     app.state.metrics = operations.Metrics()
     app.add_middleware(operations.MetricsMiddleware, metrics=app.state.metrics)
     install_handlers(app)
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(access_router)
     app.include_router(reports_router)
     app.include_router(dashboard_router)
+    app.mount(STATIC_PATH, static_files, name="dashboard-static")
     return app
 
 

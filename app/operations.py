@@ -94,7 +94,7 @@ def readyz(context: ContextDep) -> JSONResponse:
     """Ready when the database answers, the ledger can take its write lock, a policy is loaded."""
     checks: dict[str, Any] = {"policy": context.policy.version}
     try:
-        with context.writer() as session:
+        with context.database.writer() as session:
             session.execute(text("SELECT 1"))
             context.ledger.lock(session)
             session.rollback()

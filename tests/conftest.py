@@ -20,14 +20,14 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from app.clock import utcnow
 from app.config import Settings
 from app.context import AppContext, build_context
-from app.db import make_engine
-from app.deps import SessionFactories, get_session, get_session_factories
-from app.ledger.service import utcnow
+from app.db import Database, make_engine, read_session, write_session
 from app.main import create_app
 from app.migrate import upgrade
-from app.users import service as users_service
+from app.policy.evaluator import CompiledPolicy
+from app.policy.loader import load_policy
 from app.users.models import User
 from app.users.schemas import UserCreate
 
@@ -101,19 +101,26 @@ def engine(settings: Settings) -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="session")
-def shared_context(settings: Settings, engine: Engine) -> AppContext:
-    return build_context(settings, engine)
+def policy() -> CompiledPolicy:
+    return load_policy(ROOT / "policies")
+
+
+class MovableClock:
+    """The service's clock in a test: the real time, unless the test sets one."""
+
+    def __init__(self) -> None:
+        self.at: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.at if self.at is not None else utcnow()
+
+    def set(self, at: datetime | None) -> None:
+        self.at = at
 
 
 @pytest.fixture
-def context(shared_context: AppContext) -> Iterator[AppContext]:
-    """The app context; a test may set `context.clock`, which is reset afterwards."""
-    yield shared_context
-    shared_context.clock = utcnow
-
-
-def fixed_clock(at: datetime) -> Callable[[], datetime]:
-    return lambda: at
+def clock() -> MovableClock:
+    return MovableClock()
 
 
 @pytest.fixture
@@ -131,6 +138,17 @@ def session(engine: Engine) -> Iterator[Session]:
 
 
 @pytest.fixture
+def context(
+    settings: Settings, policy: CompiledPolicy, session: Session, clock: MovableClock
+) -> AppContext:
+    """The app's context for one test: its clock is `clock`, and every session it opens
+    itself (decision groups, export events) is a savepoint of the test's transaction."""
+    connection = session.connection()
+    database = Database(connection, settings.ledger_lock_timeout_seconds)
+    return build_context(settings, database=database, policy=policy, clock=clock)
+
+
+@pytest.fixture
 def client(context: AppContext, session: Session) -> Iterator[TestClient]:
     app = create_app(context=context)
 
@@ -145,19 +163,8 @@ def client(context: AppContext, session: Session) -> Iterator[TestClient]:
             session.rollback()
             raise
 
-    def side_session() -> Session:
-        # Sessions a handler opens itself (streamed exports, their audit events) join the
-        # test's transaction too, through savepoints of their own.
-        return Session(
-            bind=session.connection(),
-            join_transaction_mode="create_savepoint",
-            expire_on_commit=False,
-        )
-
-    app.dependency_overrides[get_session] = test_session
-    app.dependency_overrides[get_session_factories] = lambda: SessionFactories(
-        side_session, side_session
-    )
+    app.dependency_overrides[read_session] = test_session
+    app.dependency_overrides[write_session] = test_session
     with TestClient(app) as test_client:
         yield test_client
 
@@ -179,7 +186,7 @@ def make_user(
         volunteer=volunteer,
         password=password,
     )
-    user = users_service.create_user(session, context, None, body)
+    user = context.users.create_user(session, None, body)
     session.flush()
     return user
 
@@ -262,8 +269,8 @@ def integration(client: TestClient, session: Session, context: AppContext) -> di
     """Headers for a registered integration client (client-credentials grant)."""
     from app.users.schemas import ClientCreate
 
-    registered, secret = users_service.create_client(
-        session, context, None, ClientCreate(name="Case management")
+    registered, secret = context.users.create_client(
+        session, None, ClientCreate(name="Case management")
     )
     response = client.post("/v1/auth/token", data={
         "grant_type": "client_credentials", "client_id": registered.client_id,

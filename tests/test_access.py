@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from datetime import timedelta
 from typing import Any
 
@@ -12,25 +11,20 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app.access import repository as access_repository
-from app.access import service
-from app.access.schemas import DecisionRequest, DecisionResult
+from app.access.schemas import DecisionRequest
 from app.access.service import Ask
+from app.auth.principal import Principal
 from app.context import AppContext
-from app.deps import Principal
-from app.errors import Unauthorized
 from app.ledger.models import Event
-from app.ledger.service import NewEvent
-from app.users import service as users_service
+from app.ledger.service import LockedAppend
 from app.users.schemas import ClientCreate
 from tests.conftest import (
     NOV_3_MORNING,
+    MovableClock,
     at,
     decision,
-    fixed_clock,
     make_actor,
     make_user,
-    record_access,
     token,
 )
 
@@ -44,7 +38,7 @@ def event_count(session: Session) -> int:
 
 
 @pytest.fixture
-def mission(session: Session, context: AppContext) -> AppContext:
+def mission(session: Session, context: AppContext, clock: MovableClock) -> AppContext:
     """Actors of every kind, and the clock on a weekday morning of the mission."""
     make_actor(session, context, "sgt.miller", ["guard_clerk"], ["greene"])
     make_actor(session, context, "spc.ortiz", ["guard_logistics"], ["phelps"])
@@ -52,7 +46,7 @@ def mission(session: Session, context: AppContext) -> AppContext:
     make_actor(
         session, context, "officer.reyes", ["ice_officer"], [], volunteer=False, trained_on=None
     )
-    context.clock = fixed_clock(NOV_3_MORNING)
+    clock.set(NOV_3_MORNING)
     return context
 
 
@@ -217,13 +211,13 @@ def test_a_guard_role_forbids_enforcement_whatever_else_is_held(
 
 
 def test_decisions_use_the_server_clock(
-    client: TestClient, integration: dict[str, str], mission: AppContext
+    client: TestClient, integration: dict[str, str], mission: AppContext, clock: MovableClock
 ) -> None:
-    mission.clock = fixed_clock(at("2026-10-01T09:00:00-05:00"))
+    clock.set(at("2026-10-01T09:00:00-05:00"))
     body = client.post("/v1/decisions", headers=integration, json=decision()).json()
     # The day after the mission ended; the 2025-09-15 training lapsed on 2026-09-15 too.
     assert [r["code"] for r in body["reasons"]] == ["outside_mission_window", "training_expired"]
-    mission.clock = fixed_clock(at("2025-11-03T21:30:00-06:00"))
+    clock.set(at("2025-11-03T21:30:00-06:00"))
     late = client.post("/v1/decisions", headers=integration, json=decision()).json()
     assert late["decision"] == "allow"
     assert late["flags"] == ["after_hours"]
@@ -373,7 +367,7 @@ def test_malformed_batches_are_422_and_append_nothing(
 
 
 def test_volume_spike_counts_the_log_and_the_same_batch(
-    client: TestClient, integration: dict[str, str], mission: AppContext
+    client: TestClient, integration: dict[str, str], mission: AppContext, clock: MovableClock
 ) -> None:
     def touch(i: int, minute: int) -> dict[str, Any]:
         return report(
@@ -400,7 +394,7 @@ def test_volume_spike_counts_the_log_and_the_same_batch(
         json={"events": [{**touch(5, 59), "client_event_id": "evt-again"}]},
     ).json()["results"]
     assert "volume_spike" in again[0]["flags"]  # still 53 distinct in the trailing hour
-    mission.clock = fixed_clock(at("2025-11-03T12:00:00-06:00"))
+    clock.set(at("2025-11-03T12:00:00-06:00"))
     an_hour_later = client.post(
         "/v1/events",
         headers=integration,
@@ -422,7 +416,7 @@ def test_failed_log_write_is_503_never_allow(
         raise OperationalError("INSERT INTO events", {}, Exception("disk I/O error"))
 
     before = event_count(session)
-    monkeypatch.setattr(mission.ledger, "append", broken)
+    monkeypatch.setattr(LockedAppend, "append", broken)
     response = client.post("/v1/decisions", headers=integration, json=decision())
     assert response.status_code == 503
     assert "allow" not in response.text
@@ -439,15 +433,21 @@ def test_failed_commit_is_503_never_allow(
     session: Session,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_commit = Session.commit
+    real_commit, real_append = Session.commit, LockedAppend.append
+    appending: set[int] = set()
+
+    def append(self: LockedAppend, *args: Any) -> Any:
+        appending.add(id(self._session))
+        return real_append(self, *args)
 
     def broken_commit(self: Session) -> None:
-        # Every session that holds the ledger lock: the decision queue writes in its own.
-        if self.info.get("ledger_locked") is self.get_transaction():
+        # Every session that appended: the decision queue writes in its own.
+        if id(self) in appending:
             raise OperationalError("COMMIT", {}, Exception("database is locked"))
         real_commit(self)
 
     before = event_count(session)
+    monkeypatch.setattr(LockedAppend, "append", append)
     monkeypatch.setattr(Session, "commit", broken_commit)
     response = client.post("/v1/decisions", headers=integration, json=decision())
     assert response.status_code == 503
@@ -474,7 +474,7 @@ def test_a_group_of_decisions_is_judged_together_in_arrival_order(
     session: Session, mission: AppContext
 ) -> None:
     def registered(name: str) -> Principal:
-        client, _ = users_service.create_client(session, mission, None, ClientCreate(name=name))
+        client, _ = mission.users.create_client(session, None, ClientCreate(name=name))
         return Principal("client", client.client_id, frozenset({"integration"}))
 
     cms, other = registered("Case management"), registered("Jail records")
@@ -493,9 +493,9 @@ def test_a_group_of_decisions_is_judged_together_in_arrival_order(
         ask(54, gone),  # a client unknown (or deactivated) by the time its group is written
     ]
     before = event_count(session)
-    outcomes = service.decide(session, mission, asks)
-    assert isinstance(outcomes[54], Unauthorized)
-    results = [r for r in outcomes if isinstance(r, DecisionResult)]
+    admitted = mission.access.admitted(session, asks)
+    assert admitted == [True] * 54 + [False]
+    results = mission.access.decide(session, asks[:54])
     assert len(results) == 54
 
     assert [r.seq for r in results[:52]] == list(range(results[0].seq, results[0].seq + 52))
@@ -506,7 +506,7 @@ def test_a_group_of_decisions_is_judged_together_in_arrival_order(
     assert results[53].seq == results[51].seq + 1
     assert not results[53].duplicate
     assert event_count(session) == before + 53
-    again = service.decide(session, mission, [ask(99, client_event_id="req-1")])
+    again = mission.access.decide(session, [ask(99, client_event_id="req-1")])
     assert again == [results[51].model_copy(update={"duplicate": True})]
 
 
@@ -534,67 +534,20 @@ def test_a_deactivated_client_is_refused_decisions_at_once(
     assert event_count(session) == before
 
 
-def test_the_volume_count_at_one_instant_agrees_with_the_sweep(
-    session: Session, mission: AppContext
-) -> None:
-    """On PostgreSQL a group of decisions is counted by the database; reports (and SQLite)
-    by a sweep over the log. On requests made at one instant both must agree."""
-    if not access_repository.counts_windows(session):
-        pytest.skip("this database does not count windows (the sweep serves it)")
-    rng = random.Random(5)
-    now = NOV_3_MORNING
-    actors = ["sgt.miller", "spc.ortiz", "lt.hayes"]
-    ids = [f"GRN-{i}" for i in range(12)]
-    hour = timedelta(hours=1)
-    offsets = [timedelta(0), hour, hour - timedelta(seconds=1), 2 * hour, timedelta(minutes=7)]
-    for _ in range(60):  # in the window, on its edges (the start excluded) and before it
-        record_access(session, mission, occurred_at=now - rng.choice(offsets),
-                      actor=rng.choice(actors), record_id=rng.choice(ids),
-                      kind=rng.choice(["decision", "report"]))  # fmt: skip
-    # Not an access: an event with the same actor and record must not count.
-    mission.ledger.append(session, now, [NewEvent(
-        kind="user_updated", occurred_at=now, actor="spc.ortiz", record_type="detainee_case",
-        record_id="GRN-NOT-ACCESSED",
-    )])  # fmt: skip
-    group = [
-        (
-            DecisionRequest.model_validate(decision(
-                actor=rng.choice([*actors, "nobody.known"]),
-                record={"type": "detainee_case", "id": rng.choice([*ids, "GRN-NOT-ACCESSED"]),
-                        "facility": "greene"},
-            )),
-            now,
-        )
-        for _ in range(40)
-    ]  # fmt: skip
-    by_count = service._distinct_records_at(session, mission, [b for b, _ in group], now)
-    assert by_count == service._distinct_records_sweep(session, mission, group)
-    assert max(by_count) > 1  # the log was counted, not only the group
+def test_what_the_schema_accepts_fits_the_log() -> None:
+    """Every text field of a decision or report is at most as long as its column, so no
+    request that passes validation can be refused by the database (on PostgreSQL a value
+    too long for its column fails the insert)."""
+    from app.access.schemas import EventReport, RecordRef
 
-
-def test_volume_windows_are_walked_per_actor_never_through_the_time_index(
-    session: Session,
-) -> None:
-    """The window reads name each actor's (since, until] so that only the (actor,
-    occurred_at) index can serve them: with a bare time range, a plan made before the table
-    had statistics sometimes walked every event of the window through ix_events_occurred_at,
-    whoever made it (whole benchmark runs 4-8x slower). Here the actor index is gone and
-    sequential scans are discouraged: the time index must still have nothing to offer."""
-    if not access_repository.counts_windows(session):
-        pytest.skip("this database does not count windows (the sweep serves it)")
-    now = NOV_3_MORNING
-    reads = [
-        *access_repository.window_reads({("sgt.miller", "detainee_case", "GRN-1")}, now, now),
-        (access_repository._PG_WINDOWS, {"actors": ["sgt.miller"], "sinces": [now],
-                                         "untils": [now]}),
-    ]  # fmt: skip
-    nested = session.begin_nested()
-    connection = session.connection()
-    connection.exec_driver_sql("DROP INDEX ix_events_actor_occurred_at")
-    connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
-    for statement, params in reads:
-        sql = statement.compile(dialect=connection.dialect).string
-        plan = connection.exec_driver_sql(f"EXPLAIN {sql}", dict(params)).scalars().all()
-        assert plan
-        assert not [line for line in plan if "ix_events_occurred_at" in line]
-    nested.rollback()
+    columns = Event.__table__.columns
+    fields = {
+        **{name: (EventReport, name) for name in ("actor", "action", "purpose",
+                                                  "client_event_id", "workstation")},
+        "record_type": (RecordRef, "type"), "record_id": (RecordRef, "id"),
+        "facility": (RecordRef, "facility"),
+    }  # fmt: skip
+    for column, (model, name) in fields.items():
+        schema = model.model_json_schema()["properties"][name]
+        [longest] = [s["maxLength"] for s in [schema, *schema.get("anyOf", [])] if "maxLength" in s]
+        assert longest <= columns[column].type.length, column

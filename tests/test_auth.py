@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,12 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.tokens import TokenClaims, TokenService
+from app.clock import utcnow
 from app.context import AppContext
 from app.errors import Unauthorized
 from app.ledger.models import Event
-from app.users import service as users_service
 from app.users.schemas import ClientCreate
-from tests.conftest import PASSWORD, fixed_clock, make_user, token
+from tests.conftest import PASSWORD, MovableClock, make_user, token
 
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
@@ -79,11 +78,11 @@ def test_logins_are_audit_events_both_ways(
 
 
 def test_five_failures_lock_the_account_for_fifteen_minutes(
-    client: TestClient, session: Session, context: AppContext
+    client: TestClient, session: Session, context: AppContext, clock: MovableClock
 ) -> None:
     make_user(session, context, "officer.lee", ["oversight"])
-    start = context.clock()
-    context.clock = fixed_clock(start)
+    start = clock()
+    clock.set(start)
     for _ in range(4):
         assert login(client, "officer.lee", "wrong password!!").status_code == 401
     assert login(client, "officer.lee", PASSWORD).status_code == 200  # 4 do not lock
@@ -92,9 +91,9 @@ def test_five_failures_lock_the_account_for_fifteen_minutes(
     locked = login(client, "officer.lee", PASSWORD)
     assert locked.status_code == 401
     assert locked.json() == {"detail": "invalid credentials"}
-    context.clock = fixed_clock(start + timedelta(minutes=14))
+    clock.set(start + timedelta(minutes=14))
     assert login(client, "officer.lee", PASSWORD).status_code == 401
-    context.clock = fixed_clock(start + timedelta(minutes=16))
+    clock.set(start + timedelta(minutes=16))
     assert login(client, "officer.lee", PASSWORD).status_code == 200
     outcomes = [
         e.details["outcome"]
@@ -107,8 +106,8 @@ def test_five_failures_lock_the_account_for_fifteen_minutes(
 def test_client_credentials_grant(
     client: TestClient, session: Session, context: AppContext
 ) -> None:
-    app_client, secret = users_service.create_client(
-        session, context, None, ClientCreate(name="Greene intake")
+    app_client, secret = context.users.create_client(
+        session, None, ClientCreate(name="Greene intake")
     )
     ok = client.post(
         "/v1/auth/token",
@@ -206,8 +205,8 @@ def test_role_change_applies_to_existing_tokens(
 def test_deactivated_client_token_stops(
     client: TestClient, session: Session, context: AppContext
 ) -> None:
-    app_client, secret = users_service.create_client(
-        session, context, None, ClientCreate(name="Greene intake")
+    app_client, secret = context.users.create_client(
+        session, None, ClientCreate(name="Greene intake")
     )
     make_user(session, context, "admin.kim", ["admin"])
     ok = client.post(
@@ -229,13 +228,14 @@ def test_deactivated_client_token_stops(
     assert client.get("/v1/auth/me", headers=headers).status_code == 401
 
 
-def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
-    tokens = TokenService(SECRET, "HS256", 60)
-    issued = tokens.issue("officer.lee", "user", datetime.now(UTC))
+def test_a_remembered_token_still_expires() -> None:
+    clock = MovableClock()
+    clock.set(datetime.now(UTC))
+    tokens = TokenService(SECRET, "HS256", 60, clock)
+    issued = tokens.issue("officer.lee", "user")
     assert tokens.read(issued) == TokenClaims("officer.lee", "user")
     assert tokens.read(issued) == TokenClaims("officer.lee", "user")  # remembered
-    later = time.time() + 61
-    monkeypatch.setattr("app.auth.tokens.time.time", lambda: later)
+    clock.set(clock() + timedelta(seconds=61))
     with pytest.raises(Unauthorized):
         tokens.read(issued)
 
@@ -243,4 +243,4 @@ def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> No
 def test_a_token_without_expiry_is_refused() -> None:
     forever = jwt.encode({"sub": "officer.lee", "typ": "user"}, SECRET, algorithm="HS256")
     with pytest.raises(Unauthorized):
-        TokenService(SECRET, "HS256", 60).read(forever)
+        TokenService(SECRET, "HS256", 60, utcnow).read(forever)

@@ -27,7 +27,6 @@ from app.context import AppContext, build_context
 from app.ledger.models import Event
 from app.ledger.verify import verify_chain
 from app.migrate import ROOT
-from app.users import service as users_service
 from app.users.schemas import ClientCreate, UserCreate
 from tests.conftest import PASSWORD, make_settings
 
@@ -58,20 +57,18 @@ def server(new_database: Callable[[], str], tmp_path: Path) -> Iterator[Server]:
         pytest.skip("several server processes share one database on PostgreSQL only")
     settings = make_settings(url, tmp_path)
     context = build_context(settings)
-    with context.writer() as session, session.begin():
+    with context.database.transaction() as session:
         for i in range(CLIENTS):
             for name, role in ((f"admin.{i}", "admin"), (f"officer.{i}", "oversight")):
                 body = UserCreate(username=name, full_name=name, roles=[role], password=PASSWORD)
-                users_service.create_user(session, context, None, body)
-        client, secret = users_service.create_client(
-            session, context, None, ClientCreate(name="load test")
-        )
+                context.users.create_user(session, None, body)
+        client, secret = context.users.create_client(session, None, ClientCreate(name="load test"))
     port = _free_port()
     env = {
         **os.environ,
         "AUDIT_DATABASE_URL": url,
         "AUDIT_SECRET_KEY": str(settings.secret_key),
-        "AUDIT_SIGNING_KEY_FILE": str(settings.signing_key_path),
+        "AUDIT_SIGNING_KEY_FILE": str(settings.signing_key_file),
         "AUDIT_POLICY_DIR": str(ROOT / "policies"),
         "AUDIT_STATE_DIR": str(tmp_path),
         "AUDIT_ARGON2_TIME_COST": "1",
@@ -108,7 +105,7 @@ def server(new_database: Callable[[], str], tmp_path: Path) -> Iterator[Server]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
-        context.engine.dispose()
+        context.dispose()
 
 
 def _token(http: httpx.Client, **form: str) -> dict[str, str]:
@@ -163,7 +160,7 @@ def test_four_workers_and_many_clients_leave_one_chain(server: Server) -> None:
     codes = [code for result in results for code in result]
     assert set(codes) == {200, 201}
 
-    with server.context.reader() as session:
+    with server.context.database.reader() as session:
         report = verify_chain(session)
         logins = session.scalar(
             select(func.count()).select_from(Event).where(Event.kind == "login")

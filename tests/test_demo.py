@@ -19,9 +19,9 @@ from tests.conftest import make_settings
 def test_demo_loads_a_year_of_the_mission(new_database: Callable[[], str], tmp_path: Path) -> None:
     context = build_context(make_settings(new_database(), tmp_path))
     assert not demo.already_loaded(context)
-    demo.load(context, scale=0.3)
+    demo.load(context.settings, scale=0.3)
     assert demo.already_loaded(context)
-    with context.reader() as session:
+    with context.database.reader() as session:
         users = {u.username: u for u in session.scalars(select(User))}
         events = session.scalars(select(Event).order_by(Event.seq)).all()
     roles = {role for u in users.values() for role in u.roles}
@@ -55,4 +55,4 @@ def test_demo_loads_a_year_of_the_mission(new_database: Callable[[], str], tmp_p
     facts = demo.summary(context)
     assert facts["demo"]
     assert facts["client"]["client_id"].startswith("cli_")
-    context.engine.dispose()
+    context.dispose()

@@ -15,7 +15,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.context import AppContext, build_context
-from app.deps import SessionFactories
 from app.ledger.canonical import canonical_bytes, chain_hash
 from app.ledger.export_format import CSV_COLUMNS, csv_row, parse_row
 from app.ledger.models import Event
@@ -215,16 +214,8 @@ def test_manifest_of_an_unknown_or_incomplete_export(
 ) -> None:
     assert client.get("/v1/exports/nope/manifest", headers=auditor).status_code == 404
 
-    def side() -> Session:
-        return Session(bind=session.connection(), join_transaction_mode="create_savepoint")
-
-    export = exports.EventsExport(
-        context,
-        SessionFactories(side, side),
-        EventFilters(),
-        actor="auditor.x",
-        actor_roles=["auditor"],
-        source="auditor.x",
+    export = context.exports.events(
+        EventFilters(), exports.Exporter("auditor.x", ["auditor"], "auditor.x")
     )
     assert export.next_chunk() is not None  # the header, then the client goes away
     export.abandon()
@@ -272,7 +263,7 @@ def test_cli_export_writes_the_same_csv_as_the_api(
 
     settings = make_settings(new_database(), tmp_path)
     context = build_context(settings)
-    with context.writer() as session, session.begin():
+    with context.database.transaction() as session:
         make_user(session, context, "auditor.cli", ["auditor"])
         for i in range(5):
             record_access(
@@ -296,7 +287,7 @@ def test_cli_export_writes_the_same_csv_as_the_api(
     captured = capsys.readouterr()
     assert "3 rows written" in captured.out
     assert [row["facility"] for row in _rows(written)] == ["phelps"] * 3
-    with context.reader() as session:
+    with context.database.reader() as session:
         event = session.scalars(select(Event).where(Event.kind == "export")).one()
     assert event.source == "cli"
     assert event.details["sha256"] == hashlib.sha256(written).hexdigest()
@@ -310,4 +301,4 @@ def test_cli_export_writes_the_same_csv_as_the_api(
     assert response.content == written
     assert cli.main(["export", "--out", str(out), "--decision", "maybe"]) == 2
     assert "--decision" in capsys.readouterr().err
-    context.engine.dispose()
+    context.dispose()

@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from app.context import AppContext, build_context
-from app.deps import get_session
+from app.db import read_session, write_session
 from app.errors import Conflict
 from app.ledger import service as ledger_service
 from app.ledger.canonical import canonical_bytes, chain_hash
@@ -198,10 +198,10 @@ def test_signing_an_empty_log_is_a_conflict(
 ) -> None:
     context = build_context(make_settings(new_database(), tmp_path))
     try:
-        with context.writer() as session, session.begin(), pytest.raises(Conflict):
-            ledger_service.sign_checkpoint(session, context.ledger, context.clock())
+        with context.database.transaction() as session, pytest.raises(Conflict):
+            ledger_service.sign_checkpoint(session, context.ledger)
     finally:
-        context.engine.dispose()
+        context.dispose()
 
 
 def test_public_keys_and_an_unknown_key_id(
@@ -223,7 +223,7 @@ def test_the_service_publishes_its_key_at_start_up(
     settings = make_settings(new_database(), tmp_path)
     with TestClient(create_app(settings=settings)) as running:
         context: AppContext = running.app.state.context
-        with context.reader() as session:
+        with context.database.reader() as session:
             published = session.scalars(select(SigningKey.key_id)).all()
         assert published == [context.ledger.signer.key_id]
 
@@ -241,18 +241,19 @@ def test_key_rotation_keeps_old_checkpoints_verifiable(
     before = client.post("/v1/integrity/checkpoints", headers=auditor).json()
     # The operator installs a new AUDIT_SIGNING_KEY_FILE: a new key id, same database.
     rotated = build_context(make_settings(database_url, tmp_path))
-    rotated.engine.dispose()  # only its ledger is used, on the test's session
+    rotated.dispose()  # only its ledger is used, on the test's session
     new_key = rotated.ledger.signer.key_id
     assert new_key != old_key
     append(session, rotated, 2)
-    after = rotated.ledger.sign_head(session, rotated.clock())
+    after = rotated.ledger.sign_head(session)
     assert after is not None
     session.flush()
 
     # Either service verifies both checkpoints: every key that signed is published by id.
     for app_context in (context, rotated):
         app = create_app(context=app_context)
-        app.dependency_overrides[get_session] = lambda: session
+        app.dependency_overrides[read_session] = lambda: session
+        app.dependency_overrides[write_session] = lambda: session
         with TestClient(app) as other:
             assert verify(other, auditor)["valid"] is True
     keys = {k["key_id"] for k in client.get("/v1/integrity/public-keys", headers=auditor).json()}
@@ -509,7 +510,7 @@ def test_cli_verify_exits_0_then_1_naming_the_break(
 ) -> None:
     url = new_database()
     context = build_context(make_settings(url, tmp_path))
-    with context.writer() as session, session.begin():
+    with context.database.transaction() as session:
         append(session, context, 12)
     env = {**os.environ, "AUDIT_DATABASE_URL": url}
     command = [sys.executable, "-m", "app.cli", "verify"]
@@ -517,10 +518,10 @@ def test_cli_verify_exits_0_then_1_naming_the_break(
     assert good.returncode == 0, good.stderr
     assert good.stdout.startswith("valid: 12 events")
 
-    with context.writer() as session, session.begin():
+    with context.database.transaction() as session:
         attack(session)
         session.execute(update(EVENTS).where(EVENTS.c.seq == 7).values(actor="someone.else"))
-    context.engine.dispose()
+    context.dispose()
     bad = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
     assert bad.returncode == 1
     assert bad.stdout.strip() == "INVALID at seq 7: hash mismatch at seq 7"
@@ -544,9 +545,9 @@ def test_cli_verify_can_pin_the_checkpoint_key(
     url = new_database()
     context = build_context(make_settings(url, tmp_path))
     context.ledger.checkpoint_interval = 5
-    with context.writer() as session, session.begin():
+    with context.database.transaction() as session:
         append(session, context, 12)  # checkpoints at seq 5 and 10
-    context.engine.dispose()
+    context.dispose()
     ours = tmp_path / "service.pub.pem"
     ours.write_text(context.ledger.signer.public_key_pem)
     theirs = tmp_path / "other.pub.pem"

@@ -16,7 +16,6 @@ from app.ledger.canonical import GENESIS_HASH, canonical_bytes, chain_hash
 from app.ledger.models import Checkpoint, Event
 from app.ledger.service import NewEvent
 from app.main import create_app
-from app.users import service as users_service
 from app.users.schemas import UserCreate
 from tests.conftest import PASSWORD, make_settings
 
@@ -90,11 +89,10 @@ def test_twenty_concurrent_logins_leave_one_gap_free_chain(
 
     url = new_database()
     context = build_context(make_settings(url, Path(str(tmp_path))))
-    with context.writer() as session, session.begin():
+    with context.database.transaction() as session:
         for i in range(5):
-            users_service.create_user(
+            context.users.create_user(
                 session,
-                context,
                 None,
                 UserCreate(
                     username=f"officer.{i}",
@@ -120,7 +118,7 @@ def test_twenty_concurrent_logins_leave_one_gap_free_chain(
         with ThreadPoolExecutor(max_workers=20) as pool:
             codes = list(pool.map(login, range(20)))
     assert sorted(set(codes)) == [200, 401]
-    with context.reader() as session:
+    with context.database.reader() as session:
         events = session.scalars(select(Event).order_by(Event.seq)).all()
     logins = [e for e in events if e.kind == "login"]
     assert len(logins) == 20
@@ -131,4 +129,22 @@ def test_twenty_concurrent_logins_leave_one_gap_free_chain(
         assert event.prev_hash == prev
         assert event.hash == chain_hash(prev, canonical_bytes(row))
         prev = event.hash
-    context.engine.dispose()
+    context.dispose()
+
+
+def test_an_events_fields_are_declared_once() -> None:
+    """The model declares an event's fields; what a caller logs (`NewEvent`), the canonical
+    form and the CSV columns follow it."""
+    from dataclasses import fields
+
+    from app.ledger.canonical import CANONICAL_ORDER
+    from app.ledger.export_format import CSV_COLUMNS
+    from app.ledger.models import ASSIGNED_FIELDS, CONTENT_FIELDS, EVENT_FIELDS, HASHED_FIELDS
+    from app.reports.schemas import EventRead
+
+    assert tuple(f.name for f in fields(NewEvent)) == CONTENT_FIELDS
+    assert set(CONTENT_FIELDS) | set(ASSIGNED_FIELDS) == set(EVENT_FIELDS)
+    assert CSV_COLUMNS == EVENT_FIELDS
+    assert tuple(EventRead.model_fields) == EVENT_FIELDS
+    assert sorted(HASHED_FIELDS) == list(CANONICAL_ORDER)
+    assert {"prev_hash", "hash"}.isdisjoint(HASHED_FIELDS)

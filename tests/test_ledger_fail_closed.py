@@ -18,10 +18,9 @@ from sqlalchemy.engine import make_url
 
 from app.context import AppContext, build_context
 from app.db import make_engine
+from app.ledger.append_store import LEDGER_LOCK_KEY
 from app.ledger.models import Event
-from app.ledger.repository import LEDGER_LOCK_KEY
 from app.main import create_app
-from app.users import service as users_service
 from app.users.schemas import UserCreate
 from tests.conftest import PASSWORD, make_settings
 
@@ -36,11 +35,11 @@ def fresh(new_database: Callable[[], str], tmp_path: Path) -> Iterator[AppContex
     context = build_context(
         make_settings(url, tmp_path, ledger_lock_timeout_seconds=0.5), engine=engine
     )
-    with context.writer() as session, session.begin():
+    with context.database.transaction() as session:
         body = UserCreate(
             username="admin.one", full_name="Admin", roles=["admin"], password=PASSWORD
         )
-        users_service.create_user(session, context, None, body)
+        context.users.create_user(session, None, body)
     yield context
     engine.dispose()
 
@@ -71,8 +70,8 @@ def ledger_held(url: str) -> Iterator[None]:
 @contextmanager
 def inserts_refused(context: AppContext) -> Iterator[None]:
     """A trigger that refuses every new event, as a full disk or a broken table would."""
-    postgres = context.engine.dialect.name == "postgresql"
-    with context.engine.begin() as conn:
+    postgres = context.database.engine.dialect.name == "postgresql"
+    with context.database.engine.begin() as conn:
         if postgres:
             conn.execute(
                 text(
@@ -96,7 +95,7 @@ def inserts_refused(context: AppContext) -> Iterator[None]:
     try:
         yield
     finally:
-        with context.engine.begin() as conn:
+        with context.database.engine.begin() as conn:
             conn.execute(
                 text("DROP TRIGGER events_refuse_insert ON events")
                 if postgres
@@ -112,7 +111,7 @@ def login(client: TestClient, username: str = "admin.one") -> Any:
 
 
 def event_count(context: AppContext) -> int:
-    with context.reader() as session:
+    with context.database.reader() as session:
         return session.scalar(select(func.count()).select_from(Event)) or 0
 
 
@@ -151,5 +150,43 @@ def test_a_log_that_refuses_inserts_fails_closed(fresh: AppContext) -> None:
             assert response.json() == {
                 "detail": "the audit log is unavailable; nothing was recorded"
             }
+        assert event_count(fresh) == before
+        assert client.get("/v1/users/new.officer", headers=admin).status_code == 404
+
+
+def test_nothing_is_answered_before_it_commits(
+    fresh: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A route that writes commits before its response is sent: when the commit fails,
+    the answer is 503 — no user reported created, no token handed out — and nothing stays."""
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session
+
+    with TestClient(create_app(context=fresh)) as client:
+        admin = {"Authorization": f"Bearer {login(client).json()['access_token']}"}
+        before = event_count(fresh)
+        real_commit = Session.commit
+
+        def full_disk(self: Session) -> None:
+            if self.new or self.dirty or self.info.get("wrote"):
+                raise OperationalError("COMMIT", {}, Exception("database or disk is full"))
+            real_commit(self)
+
+        monkeypatch.setattr(Session, "commit", full_disk)
+        from app.ledger.service import LockedAppend
+
+        real_append = LockedAppend.append
+
+        def append(self: LockedAppend, *args: Any) -> Any:
+            self._session.info["wrote"] = True
+            return real_append(self, *args)
+
+        monkeypatch.setattr(LockedAppend, "append", append)
+        created = client.post("/v1/users", json=NEWCOMER, headers=admin)
+        assert created.status_code == 503
+        refused = login(client)
+        assert refused.status_code == 503
+        assert "access_token" not in refused.json()
+        monkeypatch.undo()
         assert event_count(fresh) == before
         assert client.get("/v1/users/new.officer", headers=admin).status_code == 404

@@ -137,7 +137,7 @@ def test_cursor_is_opaque_and_checked(
     assert str(log["read"]) not in cursor.split(".")[1]
     payload, mac = cursor.split(".")
     forged = base64.urlsafe_b64encode(
-        base64.urlsafe_b64decode(payload + "==").replace(b'"s":', b'"s":1')
+        base64.urlsafe_b64decode(payload + "==").replace(b'"k":', b'"k":1')
     )
     for bad in ("garbage", "a.b", forged.decode().rstrip("=") + "." + mac, cursor[:-2] + "AA"):
         response = client.get(f"/v1/events?kind=decision&cursor={bad}", headers=reader)

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from app.auth.roles import Role
 from app.main import create_app
+from app.vocabulary import Role
 
 ALL = {r.value for r in Role}
 READERS = {"oversight", "auditor"}

@@ -5,62 +5,89 @@ chain, one head). Written one transaction per request, the serial part of each d
 its lock, its reads, its insert and its commit, with threadpool hops in between; under load
 that, not the evaluator, bounds throughput. So the decisions of one process queue up
 (`app.grouping`), and each group is judged at one instant and appended in one transaction,
-in the order it arrived (`service.decide`).
+in the order it arrived (`Access.decide`). This is the one place outside the request
+session that commits a request's work.
 
-Nothing is answered before its group is committed: if the write fails, every request of the
-group gets the error (a 503 for the log), never an allow.
+Nothing is answered before its group is committed. If the group cannot be written because
+the log is unavailable, every request of the group gets that error (503), never an allow.
+If it fails for any other reason, one of its items may be the cause: each is then written
+alone, so that a bad item fails alone and the others are answered as usual.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
+from typing import Final
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app.access import service
 from app.access.schemas import DecisionResult
-from app.access.service import Ask
-from app.context import AppContext
-from app.db import is_sqlite
-from app.deps import writer_turn
-from app.errors import Unauthorized
+from app.access.service import Access, Ask
+from app.db import Database
+from app.errors import LedgerUnavailable, Unauthorized
 from app.grouping import GroupQueue
 
+log = logging.getLogger("access_audit")
+
 # A bound on one transaction's size (and on how long its first request waits for the rest).
-MAX_GROUP = 256
-
-_groups = GroupQueue[Ask, DecisionResult | Unauthorized](MAX_GROUP)
-
-
-async def decide(context: AppContext, writer: Callable[[], Session], ask: Ask) -> DecisionResult:
-    """Queue `ask`, and return its result once the group it joined is committed.
-
-    Groups are formed per session factory: the service has one; tests hand each app theirs.
-    """
-
-    async def run(asks: Sequence[Ask]) -> list[DecisionResult | Unauthorized]:
-        async with writer_turn(context):
-            return await run_in_threadpool(_commit, context, writer, asks)
-
-    result = await _groups.submit(writer, ask, run, _running(context))
-    if isinstance(result, Unauthorized):  # the client is unknown or no longer active
-        raise result
-    return result
+MAX_GROUP: Final = 256
+# Failures that say the log cannot be written now, whichever decisions are in the group.
+UNAVAILABLE: Final = (LedgerUnavailable, OperationalError, InterfaceError)
 
 
-def _running(context: AppContext) -> int:
-    """Groups in flight at once. PostgreSQL: two, so that one group's reads made before the
-    ledger lock (clients, actor profiles) overlap the other's locked append and commit;
-    measured +4% decisions/s at 16 connections. SQLite: one, as a second group would only
-    wait for the write turn, holding requests that could have joined the next group."""
-    return 1 if is_sqlite(context.engine) else 2
+class DecisionQueue:
+    """The decisions of one process, written in groups."""
 
+    def __init__(self, database: Database, access: Access) -> None:
+        self.database = database
+        self.access = access
+        self._groups = GroupQueue[Ask, DecisionResult](MAX_GROUP)
+        # Groups in flight at once. PostgreSQL: two, so that one group's reads made before
+        # the ledger lock (clients, actor profiles) overlap the other's locked append and
+        # commit. SQLite: one, as a second group would only wait for the write turn,
+        # holding requests that could have joined the next group.
+        self._running = 1 if database.sqlite else 2
 
-def _commit(
-    context: AppContext, writer: Callable[[], Session], asks: Sequence[Ask]
-) -> list[DecisionResult | Unauthorized]:
-    with writer() as session:
-        results = service.decide(session, context, asks)
-        session.commit()
-    return results
+    async def decide(self, ask: Ask) -> DecisionResult:
+        """Queue `ask`, and return its result once the group it joined is committed."""
+
+        async def run(asks: Sequence[Ask]) -> list[DecisionResult | Exception]:
+            async with self.database.write_turn():
+                return await run_in_threadpool(self._write, asks)
+
+        return await self._groups.submit(self, ask, run, self._running)
+
+    def _write(self, asks: Sequence[Ask]) -> list[DecisionResult | Exception]:
+        try:
+            return self._commit(asks)
+        except UNAVAILABLE:
+            raise
+        except Exception as exc:
+            if len(asks) == 1:
+                return [exc]
+            log.warning(
+                "a group of %d decisions failed (%s); writing each alone",
+                len(asks),
+                type(exc).__name__,
+            )
+        return [self._alone(ask) for ask in asks]
+
+    def _alone(self, ask: Ask) -> DecisionResult | Exception:
+        try:
+            return self._commit([ask])[0]
+        except Exception as exc:
+            return exc
+
+    def _commit(self, asks: Sequence[Ask]) -> list[DecisionResult | Exception]:
+        """Write one group in one transaction: answers in order, a refusal for a caller
+        that may no longer decide."""
+        with self.database.writer() as session:
+            admitted = self.access.admitted(session, asks)
+            taken = [ask for ask, ok in zip(asks, admitted, strict=True) if ok]
+            results = iter(self.access.decide(session, taken))
+            session.commit()
+        return [
+            next(results) if ok else Unauthorized("invalid or expired token") for ok in admitted
+        ]

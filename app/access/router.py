@@ -5,18 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy.orm import Session
 
-from app.access import queue, service
 from app.access.schemas import BatchResult, DecisionRequest, DecisionResult, EventBatch
-from app.deps import (
-    ContextDep,
-    DecisionCallerDep,
-    IntegrationDep,
-    SessionDep,
-    SessionFactoriesDep,
-    client_address,
-)
+from app.access.service import Ask
+from app.deps import ContextDep, DecisionCallerDep, IntegrationDep, SourceIpDep, WriteSessionDep
 from app.errors import Problem
 
 router = APIRouter(prefix="/v1", tags=["access"])
@@ -26,27 +18,18 @@ UNAVAILABLE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def commit_now(session: Session) -> None:
-    """Commit in the handler's own thread, before the answer is built.
-
-    The session dependency would commit too, but only after the response is serialised and
-    a threadpool hop later, and the ledger lock lasts until the commit: every other append
-    would wait out that detour. The dependency's commit then has nothing left to do.
-    """
-    session.commit()
-
-
 @router.post("/decisions", response_model=DecisionResult, responses=UNAVAILABLE)
 async def decide(
     body: DecisionRequest,
     request: Request,
     context: ContextDep,
-    factories: SessionFactoriesDep,
     caller: DecisionCallerDep,
+    source_ip: SourceIpDep,
 ) -> DecisionResult:
-    """Ask before an access: allow or deny with every reason; the decision is logged first."""
-    ask = service.Ask(caller, body, client_address(request))
-    result = await queue.decide(context, factories.writer, ask)
+    """Ask before an access: allow or deny with every reason; the decision is logged first.
+
+    No request transaction: decisions are written in groups (`app.access.queue`)."""
+    result = await context.decisions.decide(Ask(caller, body, source_ip))
     request.app.state.metrics.decisions.labels("decision", result.decision).inc()
     return result
 
@@ -55,13 +38,13 @@ async def decide(
 def report_events(
     body: EventBatch,
     request: Request,
-    session: SessionDep,
+    session: WriteSessionDep,
     context: ContextDep,
     caller: IntegrationDep,
+    source_ip: SourceIpDep,
 ) -> BatchResult:
     """Report 1-1000 accesses that happened; judged as of `occurred_at`, all or nothing."""
-    results = service.report(session, context, caller, body, client_address(request))
-    commit_now(session)
+    results = context.access.report(session, caller, body, source_ip)
     for result in results:
         if not result.duplicate:
             request.app.state.metrics.decisions.labels("report", result.decision).inc()

@@ -8,8 +8,25 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from app.ledger.schemas import ReasonRead
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
-Free = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+# Names and ids: no control characters (a NUL cannot even be stored by PostgreSQL), and no
+# longer than their column (`tests/test_access.py` holds the two together), so that a
+# request the schema accepts can always be written.
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+Text = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=NO_CONTROL),
+]
+ShortText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=NO_CONTROL),
+]
+# Free text may hold line breaks and tabs, not other control characters.
+Free = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, max_length=2000, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+    ),
+]
 
 DECISION_EXAMPLE: dict[str, Any] = {
     "actor": "sgt.miller",
@@ -28,9 +45,9 @@ class RecordRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Text
+    type: ShortText
     id: Text
-    facility: Text
+    facility: ShortText
 
 
 class DecisionRequest(BaseModel):
@@ -39,9 +56,9 @@ class DecisionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [DECISION_EXAMPLE]})
 
     actor: Text
-    action: Text
+    action: ShortText
     record: RecordRef
-    purpose: Text
+    purpose: ShortText
     justification: Free | None = None
     break_glass: bool = False
     client_event_id: Text | None = None

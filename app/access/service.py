@@ -1,45 +1,34 @@
 """Judge access requests against the mission policy and append them to the log.
 
-Both paths take the ledger lock first, so the idempotency check, the volume count and the
-append see one consistent log, and two requests can never both think they are first.
-Decisions arrive one per request but are written in groups (`app.access.queue`): a group
-is judged at one instant and appended in one transaction, in the order it arrived.
+Decisions and reports take one path: read the actors' profiles, take the ledger lock
+(which reads, in the same step, what the log holds under the requests' idempotency keys
+and the actors' volume windows), judge each new request, append. The lock covers the
+check and the append, so two requests can never both think they are first. Decisions
+arrive one per request but are written in groups (`app.access.queue`): a group is judged
+at one instant and appended in one transaction, in the order it arrived.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from sqlalchemy.orm import Session
 
-from app.access import repository
-from app.access.schemas import (
-    DecisionRequest,
-    DecisionResult,
-    EventBatch,
-    EventResult,
-)
-from app.context import AppContext
-from app.db import Read, read_together
-from app.deps import Principal
-from app.errors import Invalid, Unauthorized
-from app.ledger import repository as ledger_repo
-from app.ledger.models import Event
+from app.access.schemas import DecisionRequest, DecisionResult, EventBatch, EventResult
+from app.auth.principal import Principal
+from app.clock import Clock
+from app.errors import Invalid
+from app.ledger.append_store import IdempotencyKey, LoggedEvent
 from app.ledger.schemas import ReasonRead, explain
-from app.ledger.service import Appended, NewEvent
-from app.policy.evaluator import AccessRequest, ActorProfile, Judgement
+from app.ledger.service import Appended, Ledger, NewEvent
+from app.policy.evaluator import AccessRequest, ActorProfile, CompiledPolicy, Judgement
 from app.users import repository as users_repo
-from app.users.service import actor_profiles, profiles_from_rows
+from app.vocabulary import Kind
 
-MAX_FUTURE = timedelta(minutes=5)
-
-# (source, client_event_id): what makes a request a repeat of one already logged
-IdempotencyKey = tuple[str, str]
+MAX_FUTURE: Final = timedelta(minutes=5)
 _Result = TypeVar("_Result", DecisionResult, EventResult)
 
 
@@ -51,95 +40,28 @@ class Ask:
     body: DecisionRequest
     source_ip: str | None
 
-
-def decide(
-    session: Session, context: AppContext, asks: Sequence[Ask]
-) -> list[DecisionResult | Unauthorized]:
-    """Judge `asks` at the server's clock and append them in order; results in that order.
-
-    An integration client is checked here, in the transaction that appends its decisions:
-    an ask from a client that is unknown or no longer active appends nothing and gets
-    `Unauthorized`. An ask that repeats a logged `(caller, client_event_id)`, or an earlier
-    ask of the same group, appends nothing and answers with the first one's result, marked
-    `duplicate`.
-    """
-    now = context.clock()
-    # Read before the lock (the lock covers only what the log decides), together: the
-    # clients, and the actors' profiles (of every ask, refused ones included).
-    clients = users_repo.active_client_reads(
-        session, {ask.caller.name for ask in asks if ask.caller.kind == "client"}
-    )
-    actors = users_repo.actor_reads(session, {ask.body.actor for ask in asks})
-    rows = read_together(session, [*clients, *actors])
-    active = {client_id for found in rows[: len(clients)] for (client_id,) in found}
-    profiles = profiles_from_rows(row for found in rows[len(clients) :] for row in found)
-    admitted = [
-        i for i, ask in enumerate(asks) if ask.caller.kind != "client" or ask.caller.name in active
-    ]
-    taken = [asks[i] for i in admitted]
-    keys = [_key(ask) for ask in taken]
-    written = _judge_and_append(
-        session, context, "decision", now, profiles, keys,
-        [(ask.caller, ask.body, now, ask.source_ip) for ask in taken],
-    )  # fmt: skip
-    answers = iter(written.answers(
-        keys,
-        lambda judgement, event, appended: DecisionResult(
-            decision=judgement.decision,
-            reasons=[ReasonRead(code=r.code.value, message=r.message) for r in judgement.reasons],
-            seq=appended.seq, event_id=appended.event_id, flags=list(event.flags),
-            policy_version=context.policy.version,
-        ),
-        _decision_result,
-    ))  # fmt: skip
-    admitted_at = set(admitted)
-    return [
-        next(answers) if i in admitted_at else Unauthorized("invalid or expired token")
-        for i in range(len(asks))
-    ]
+    @property
+    def key(self) -> IdempotencyKey | None:
+        cid = self.body.client_event_id
+        return None if cid is None else (self.caller.name, cid)
 
 
-def _key(ask: Ask) -> IdempotencyKey | None:
-    cid = ask.body.client_event_id
-    return None if cid is None else (ask.caller.name, cid)
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A request to judge and append: who sent it, what, as of when, from where."""
 
-
-def report(
-    session: Session,
-    context: AppContext,
-    caller: Principal,
-    batch: EventBatch,
-    source_ip: str | None,
-) -> list[EventResult]:
-    """Judge each reported event as of its `occurred_at`; append all of them or none."""
-    now = context.clock()
-    for i, item in enumerate(batch.events):
-        if item.occurred_at > now + MAX_FUTURE:
-            raise Invalid(["body", "events", i, "occurred_at"],
-                          "occurred_at is more than 5 minutes in the future")  # fmt: skip
-    # Read before the lock: the lock covers only what the log decides.
-    profiles = actor_profiles(session, {item.actor for item in batch.events})
-    keys = [(caller.name, item.client_event_id) for item in batch.events]
-    written = _judge_and_append(
-        session, context, "report", now, profiles, keys,
-        [(caller, item, item.occurred_at, source_ip) for item in batch.events],
-    )  # fmt: skip
-    return written.answers(
-        keys,
-        lambda judgement, event, appended: EventResult(
-            client_event_id=event.client_event_id or "", seq=appended.seq,
-            event_id=appended.event_id, decision=judgement.decision,
-            reasons=judgement.reason_codes, flags=list(event.flags), duplicate=False,
-        ),
-        _event_result,
-    )  # fmt: skip
+    caller: Principal
+    body: DecisionRequest
+    at: datetime
+    source_ip: str | None
+    key: IdempotencyKey | None
 
 
 @dataclass(frozen=True, slots=True)
 class _Written:
     """What `_judge_and_append` did with a list of requests."""
 
-    known: dict[IdempotencyKey, Event]  # keys logged by an earlier request: their events
+    logged: dict[IdempotencyKey, LoggedEvent]  # keys logged by an earlier request
     first: dict[IdempotencyKey, int]  # new keys: the position of their first request
     appended: dict[int, tuple[Judgement, NewEvent, Appended]]  # position -> its new event
 
@@ -147,85 +69,152 @@ class _Written:
         self,
         keys: Sequence[IdempotencyKey | None],
         new: Callable[[Judgement, NewEvent, Appended], _Result],
-        logged: Callable[[Event], _Result],
+        repeat: Callable[[LoggedEvent], _Result],
     ) -> list[_Result]:
         """One result per position: a new event's (`new`); for a key logged by an earlier
-        request, that event's (`logged`, marked duplicate); for a key repeated within the
+        request, that event's (`repeat`, marked duplicate); for a key repeated within the
         list, its first position's result, marked duplicate."""
         made = {i: new(*entry) for i, entry in self.appended.items()}
         results: list[_Result] = []
         for i, key in enumerate(keys):
             if i in made:  # a position without a key is always new
                 results.append(made[i])
-            elif key in self.known:
-                results.append(logged(self.known[key]))
+            elif key in self.logged:
+                results.append(repeat(self.logged[key]))
             else:
                 assert key is not None
                 results.append(made[self.first[key]].model_copy(update={"duplicate": True}))
         return results
 
 
-def _judge_and_append(
-    session: Session,
-    context: AppContext,
-    kind: str,
-    now: datetime,
-    profiles: dict[str, ActorProfile],
-    keys: Sequence[IdempotencyKey | None],
-    requests: Sequence[tuple[Principal, DecisionRequest, datetime, str | None]],
-) -> _Written:
-    """Judge each (caller, request, as of, address) and append them in order, under the
-    ledger lock; except a request whose key (None: no key) was logged before or is repeated
-    from an earlier position, which appends nothing.
+class Access:
+    """POST /v1/decisions and POST /v1/events: evaluate, flag, append."""
 
-    What the lock must cover is read with it, in one round trip on PostgreSQL: which keys
-    are logged, and for requests made at one instant, their window's counts.
-    """
-    if not requests:
-        return _Written({}, {}, {})
-    probes = ledger_repo.known_seq_reads(session, {key for key in keys if key})
-    at = requests[0][2]
-    one_instant = all(when == at for _, _, when, _ in requests)
-    windows = (
-        _window_reads(context, [body for _, body, _, _ in requests], at)
-        if one_instant and repository.counts_windows(session)
-        else []
-    )
-    locked = context.ledger.lock(session, [*probes, *windows])
-    known = ledger_repo.events_at(
-        session, {row[0] for rows in locked.rows[: len(probes)] for row in rows}
-    )
-    fresh: list[int] = []
-    first: dict[IdempotencyKey, int] = {}
-    for i, key in enumerate(keys):
-        if key is None:
-            fresh.append(i)
-        elif key not in known and key not in first:
-            first[key] = i
-            fresh.append(i)
-    new = [requests[i] for i in fresh]
-    counts = (
-        _counted([body for _, body, _, _ in new], locked.rows[len(probes) :])
-        if windows
-        else _distinct_records_sweep(session, context, [(body, when) for _, body, when, _ in new])
-    )
-    judged: list[tuple[Judgement, NewEvent]] = []
-    for (caller, body, when, source_ip), count in zip(new, counts, strict=True):
-        profile = profiles.get(body.actor)
-        judgement = context.policy.judge(
-            profile, _request(body), when, reported_at=now if kind == "report" else None,
-            distinct_records_in_window=count,
+    def __init__(self, policy: CompiledPolicy, ledger: Ledger, clock: Clock) -> None:
+        self.policy = policy
+        self.ledger = ledger
+        self.clock = clock
+
+    def admitted(self, session: Session, asks: Sequence[Ask]) -> list[bool]:
+        """Whether each ask's caller may still decide: a user was checked with its token;
+        an integration client must still be registered and active (read in the
+        transaction that appends its decisions)."""
+        active = users_repo.active_clients(
+            session, {ask.caller.name for ask in asks if ask.caller.kind == "client"}
+        )
+        return [ask.caller.kind != "client" or ask.caller.name in active for ask in asks]
+
+    def decide(self, session: Session, asks: Sequence[Ask]) -> list[DecisionResult]:
+        """Judge `asks` at the server's clock and append them in order; results in that order.
+
+        An ask that repeats a logged `(caller, client_event_id)`, or an earlier ask of the
+        same list, appends nothing and answers with the first one's result, marked
+        `duplicate`.
+        """
+        now = self.clock()
+        requests = [_Request(ask.caller, ask.body, now, ask.source_ip, ask.key) for ask in asks]
+        written = self._judge_and_append(session, Kind.decision.value, now, requests)
+        version = self.policy.version
+        return written.answers(
+            [request.key for request in requests],
+            lambda judgement, event, appended: DecisionResult(
+                decision=judgement.decision,
+                reasons=[ReasonRead(code=r.code.value, message=r.message)
+                         for r in judgement.reasons],
+                seq=appended.seq, event_id=appended.event_id, flags=list(event.flags),
+                policy_version=version,
+            ),
+            _decision_result,
         )  # fmt: skip
-        event = _new_event(kind, body, when, profile, judgement, context, caller, source_ip)
-        judged.append((judgement, event))
-    appended = context.ledger.append(session, now, [event for _, event in judged], locked)
-    return _Written(known, first, {
-        i: (judgement, event, added)
-        for i, (judgement, event), added in zip(fresh, judged, appended, strict=True)
-    })  # fmt: skip
+
+    def report(
+        self, session: Session, caller: Principal, batch: EventBatch, source_ip: str | None
+    ) -> list[EventResult]:
+        """Judge each reported event as of its `occurred_at`; append all of them or none."""
+        now = self.clock()
+        for i, item in enumerate(batch.events):
+            if item.occurred_at > now + MAX_FUTURE:
+                raise Invalid(["body", "events", i, "occurred_at"],
+                              "occurred_at is more than 5 minutes in the future")  # fmt: skip
+        requests = [
+            _Request(caller, item, item.occurred_at, source_ip, (caller.name, item.client_event_id))
+            for item in batch.events
+        ]
+        written = self._judge_and_append(session, Kind.report.value, now, requests)
+        return written.answers(
+            [request.key for request in requests],
+            lambda judgement, event, appended: EventResult(
+                client_event_id=event.client_event_id or "", seq=appended.seq,
+                event_id=appended.event_id, decision=judgement.decision,
+                reasons=judgement.reason_codes, flags=list(event.flags), duplicate=False,
+            ),
+            _event_result,
+        )  # fmt: skip
+
+    def _judge_and_append(
+        self, session: Session, kind: str, now: datetime, requests: Sequence[_Request]
+    ) -> _Written:
+        """Judge each request and append them in order, under the ledger lock; except a
+        request whose key was logged before or is repeated from an earlier position, which
+        appends nothing."""
+        if not requests:
+            return _Written({}, {}, {})
+        # Read before the lock: the lock covers only what the log decides.
+        profiles = users_repo.actor_profiles(session, {r.body.actor for r in requests})
+        locked = self.ledger.lock(
+            session,
+            keys={r.key for r in requests if r.key is not None},
+            counted={(r.body.actor, r.at) for r in requests},
+        )
+        fresh: list[int] = []
+        first: dict[IdempotencyKey, int] = {}
+        for i, request in enumerate(requests):
+            if request.key is None:
+                fresh.append(i)
+            elif request.key not in locked.logged and request.key not in first:
+                first[request.key] = i
+                fresh.append(i)
+        new = [requests[i] for i in fresh]
+        counts = locked.window_counts(
+            [(r.body.actor, r.body.record.type, r.body.record.id, r.at) for r in new]
+        )
+        reported_at = now if kind == Kind.report.value else None
+        judged: list[tuple[Judgement, NewEvent]] = []
+        for request, count in zip(new, counts, strict=True):
+            profile = profiles.get(request.body.actor)
+            judgement = self.policy.judge(
+                profile, _access(request.body), request.at, reported_at=reported_at,
+                distinct_records_in_window=count,
+            )  # fmt: skip
+            judged.append((judgement, self._event(kind, request, profile, judgement)))
+        appended = locked.append(now, [event for _, event in judged])
+        return _Written(locked.logged, first, {
+            i: (judgement, event, added)
+            for i, (judgement, event), added in zip(fresh, judged, appended, strict=True)
+        })  # fmt: skip
+
+    def _event(
+        self, kind: str, request: _Request, profile: ActorProfile | None, judgement: Judgement
+    ) -> NewEvent:
+        body = request.body
+        details: dict[str, Any] = {}
+        if judgement.reasons:
+            details["reasons"] = [{"code": r.code.value, "message": r.message}
+                                  for r in judgement.reasons]  # fmt: skip
+        return NewEvent(
+            kind=kind, occurred_at=request.at, actor=body.actor,
+            actor_roles=list(profile.roles) if profile else [], action=body.action,
+            action_category=judgement.category, record_type=body.record.type,
+            record_id=body.record.id, facility=body.record.facility, purpose=body.purpose,
+            justification=body.justification, break_glass=body.break_glass,
+            decision=judgement.decision, reasons=judgement.reason_codes,
+            flags=[f.value for f in judgement.flags], source=request.caller.name,
+            client_event_id=body.client_event_id, policy_version=self.policy.version,
+            workstation=body.workstation, source_ip=request.source_ip, details=details,
+        )  # fmt: skip
 
 
-def _request(body: DecisionRequest) -> AccessRequest:
+def _access(body: DecisionRequest) -> AccessRequest:
     return AccessRequest(
         action=body.action, facility=body.record.facility, purpose=body.purpose,
         record_type=body.record.type, record_id=body.record.id,
@@ -233,108 +222,7 @@ def _request(body: DecisionRequest) -> AccessRequest:
     )  # fmt: skip
 
 
-def _new_event(
-    kind: str,
-    body: DecisionRequest,
-    occurred_at: datetime,
-    profile: ActorProfile | None,
-    judgement: Judgement,
-    context: AppContext,
-    caller: Principal,
-    source_ip: str | None,
-) -> NewEvent:
-    details: dict[str, Any] = {}
-    if judgement.reasons:
-        details["reasons"] = [{"code": r.code.value, "message": r.message}
-                              for r in judgement.reasons]  # fmt: skip
-    return NewEvent(
-        kind=kind, occurred_at=occurred_at, actor=body.actor,
-        actor_roles=list(profile.roles) if profile else [], action=body.action,
-        action_category=judgement.category, record_type=body.record.type,
-        record_id=body.record.id, facility=body.record.facility, purpose=body.purpose,
-        justification=body.justification, break_glass=body.break_glass,
-        decision=judgement.decision, reasons=judgement.reason_codes,
-        flags=[f.value for f in judgement.flags], source=caller.name,
-        client_event_id=body.client_event_id, policy_version=context.policy.version,
-        workstation=body.workstation, source_ip=source_ip, details=details,
-    )  # fmt: skip
-
-
-# (occurred_at, index of the request it answers for or -1 for a logged one, record)
-_Touch = tuple[datetime, int, tuple[str | None, str | None]]
-_WHEN = itemgetter(0, 1)  # logged touches sort before requests at the same instant
-
-
-def _distinct_records_sweep(
-    session: Session, context: AppContext, requests: Sequence[tuple[DecisionRequest, datetime]]
-) -> list[int]:
-    """The volume count of each (request, as of): distinct records its actor touched in the
-    trailing window, itself and the earlier requests of the list included; a sliding window
-    per actor over its logged accesses.
-
-    Requests made at one instant (a group of decisions) share their window: where the
-    database counts windows, the ledger lock reads that count instead (`_counted`).
-    """
-    window = context.policy.volume_window
-    by_actor: dict[str, list[_Touch]] = defaultdict(list)
-    for i, (body, at) in enumerate(requests):
-        by_actor[body.actor].append((at, i, (body.record.type, body.record.id)))
-    spans = [
-        (actor, min(t[0] for t in ts) - window, max(t[0] for t in ts))
-        for actor, ts in by_actor.items()
-    ]
-    for actor, logged in repository.touches(session, spans).items():
-        by_actor[actor].extend((at, -1, (rt, rid)) for at, rt, rid in logged)
-    counts = [0] * len(requests)
-    for touches in by_actor.values():
-        touches.sort(key=_WHEN)  # stable: requests keep their order
-        live: dict[tuple[str | None, str | None], int] = defaultdict(int)
-        left = 0
-        for at, query, record in touches:
-            live[record] += 1
-            horizon = at - window
-            while touches[left][0] <= horizon:
-                gone = touches[left][2]
-                live[gone] -= 1
-                if not live[gone]:
-                    del live[gone]
-                left += 1
-            if query >= 0:
-                counts[query] = len(live)
-    return counts
-
-
-def _distinct_records_at(
-    session: Session, context: AppContext, bodies: Sequence[DecisionRequest], at: datetime
-) -> list[int]:
-    """The volume counts of requests all made at `at`, from the database's count: the
-    sweep's answer (where `repository.counts_windows`)."""
-    return _counted(bodies, read_together(session, _window_reads(context, bodies, at)))
-
-
-def _window_reads(
-    context: AppContext, bodies: Sequence[DecisionRequest], at: datetime
-) -> list[Read]:
-    touched = {(body.actor, body.record.type, body.record.id) for body in bodies}
-    return repository.window_reads(touched, at - context.policy.volume_window, at)
-
-
-def _counted(
-    bodies: Sequence[DecisionRequest], rows: Sequence[Sequence[tuple[Any, ...]]]
-) -> list[int]:
-    """Volume counts for `bodies`, in order, from the rows of their window's reads."""
-    logged, known = repository.window_counts(rows)
-    added: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    counts: list[int] = []
-    for body in bodies:
-        touched = (body.actor, body.record.type, body.record.id)
-        if touched not in known:
-            added[body.actor].add(touched[1:])
-        counts.append(logged.get(body.actor, 0) + len(added[body.actor]))
-    return counts
-
-
-def _decision_result(event: Event) -> DecisionResult:
+def _decision_result(event: LoggedEvent) -> DecisionResult:
     """A logged decision's answer to a request that repeats it."""
     return DecisionResult(
         decision=event.decision or "", reasons=explain(event.reasons, event.details), seq=event.seq,
@@ -343,10 +231,10 @@ def _decision_result(event: Event) -> DecisionResult:
     )  # fmt: skip
 
 
-def _event_result(event: Event) -> EventResult:
+def _event_result(event: LoggedEvent) -> EventResult:
     """A logged event's answer to a report that repeats it."""
     return EventResult(
-        client_event_id=event.client_event_id or "", seq=event.seq, event_id=event.event_id,
+        client_event_id=event.client_event_id, seq=event.seq, event_id=event.event_id,
         decision=event.decision or "", reasons=list(event.reasons), flags=list(event.flags),
         duplicate=True,
     )  # fmt: skip

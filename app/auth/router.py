@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form
 from fastapi.responses import JSONResponse
 
-from app.auth import service
 from app.auth.schemas import Me, Token
-from app.deps import ContextDep, PrincipalDep, SessionDep, client_address
+from app.deps import ContextDep, PrincipalDep, SourceIpDep, WriteSessionDep
 from app.errors import UNAUTHORIZED_HEADERS, Problem
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
@@ -23,9 +22,9 @@ INVALID = {"detail": "invalid credentials"}
     responses={401: {"model": Problem, "description": "Any credential failure, always alike"}},
 )
 def issue_token(
-    request: Request,
-    session: SessionDep,
+    session: WriteSessionDep,
     context: ContextDep,
+    source_ip: SourceIpDep,
     grant_type: Annotated[Literal["password", "client_credentials"], Form()],
     username: Annotated[str | None, Form()] = None,
     password: Annotated[str | None, Form()] = None,
@@ -39,7 +38,7 @@ def issue_token(
         name, secret = client_id, client_secret
     token = None
     if name and secret:
-        token = service.login(session, context, grant_type, name, secret, client_address(request))
+        token = context.logins.login(session, grant_type, name, secret, source_ip)
     if token is None:
         # Returned, not raised: the failed attempt and the failure count must commit.
         return JSONResponse(INVALID, status_code=401, headers=UNAUTHORIZED_HEADERS)

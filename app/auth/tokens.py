@@ -1,20 +1,26 @@
-"""JWT access tokens: HS256 by default; any other algorithm, `none` included, is refused."""
+"""JWT access tokens: HS256 by default; any other algorithm, `none` included, is refused.
+
+Expiry is judged by the service's clock, like everything else that depends on the time.
+"""
 
 from __future__ import annotations
 
-import time
+import threading
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Any, Final
 
+from cachetools import TLRUCache
 from jose import JWTError, jwt
 
+from app.clock import Clock
 from app.errors import Unauthorized
 
-PRINCIPAL_KINDS = ("user", "client")
-# Verified tokens remembered (with their expiry) so that a client's every request does not
-# pay a signature check again; forgetting them all when full keeps this trivially correct.
-VERIFIED_KEPT = 4096
+PRINCIPAL_KINDS: Final = ("user", "client")
+# Verified tokens remembered until they expire, so that a client's every request does not
+# pay a signature check again (the principal is still looked up on every request).
+VERIFIED_KEPT: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +30,21 @@ class TokenClaims:
 
 
 class TokenService:
-    def __init__(self, secret: str, algorithm: str, ttl_seconds: int) -> None:
+    def __init__(self, secret: str, algorithm: str, ttl_seconds: int, clock: Clock) -> None:
         self._secret = secret
         self.algorithm = algorithm
         self.ttl_seconds = ttl_seconds
-        self._verified: dict[str, tuple[TokenClaims, float]] = {}
+        self._clock = clock
+        self._verified: TLRUCache[str, tuple[TokenClaims, float]] = TLRUCache(
+            VERIFIED_KEPT, ttu=lambda _token, value, _now: value[1], timer=self._now
+        )
+        self._lock = threading.Lock()  # the cache is read from the loop and from threads
 
-    def issue(self, subject: str, kind: str, now: datetime) -> str:
+    def _now(self) -> float:
+        return self._clock().timestamp()
+
+    def issue(self, subject: str, kind: str) -> str:
+        now = self._clock()
         claims = {
             "sub": subject,
             "typ": kind,
@@ -41,32 +55,38 @@ class TokenService:
         return str(jwt.encode(claims, self._secret, algorithm=self.algorithm))
 
     def read(self, token: str) -> TokenClaims:
-        """Verify signature, algorithm and expiry; any failure is the same 401.
-
-        Only a token that passed every check is remembered, and only until it expires; the
-        principal it names is still looked up (active? which roles?) on every request.
-        """
-        known = self._verified.get(token)
+        """Verify signature, algorithm and expiry; any failure is the same 401."""
+        with self._lock:
+            known = self._verified.get(token)
         if known is not None:
-            if time.time() <= known[1]:
-                return known[0]
-            raise Unauthorized("invalid or expired token")
-        try:
-            header = jwt.get_unverified_header(token)
-            if header.get("alg") != self.algorithm:
-                raise JWTError("unexpected algorithm")
-            claims = jwt.decode(token, self._secret, algorithms=[self.algorithm])
-        except JWTError:
-            raise Unauthorized("invalid or expired token") from None
+            return known[0]
+        claims = self._decode(token)
         subject, kind, expires = claims.get("sub"), claims.get("typ"), claims.get("exp")
         if (
             not isinstance(subject, str)
             or kind not in PRINCIPAL_KINDS
-            or not isinstance(expires, int | float)  # a token that never expires is refused
+            # a token that never expires is refused (a bool is not a time)
+            or isinstance(expires, bool)
+            or not isinstance(expires, int | float)
+            or expires <= self._now()
         ):
             raise Unauthorized("invalid or expired token")
         verified = TokenClaims(subject, kind)
-        if len(self._verified) >= VERIFIED_KEPT:
-            self._verified.clear()
-        self._verified[token] = (verified, float(expires))
+        with self._lock:
+            self._verified[token] = (verified, float(expires))
         return verified
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("alg") != self.algorithm:
+                raise JWTError("unexpected algorithm")
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[self.algorithm],
+                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+            )
+        except JWTError:
+            raise Unauthorized("invalid or expired token") from None
+        return claims

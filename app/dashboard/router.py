@@ -1,4 +1,5 @@
-"""GET /dashboard: the page and its script and style sheet (no data: that comes from /v1).
+"""GET /dashboard: the page, and its script and style sheet as static files (no data: that
+comes from /v1).
 
 The page needs no token to load; it signs in through `POST /v1/auth/token` and keeps the
 token in the tab's sessionStorage. Nothing is loaded from elsewhere (it works offline),
@@ -10,11 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 router = APIRouter(tags=["dashboard"], include_in_schema=False)
 
 HERE = Path(__file__).resolve().parent
+STATIC_PATH = "/dashboard/static"
+static_files = StaticFiles(directory=HERE / "static")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -31,15 +35,3 @@ def dashboard() -> HTMLResponse:
     """The oversight dashboard (contract section 12)."""
     page = (HERE / "templates" / "dashboard.html").read_text(encoding="utf-8")
     return HTMLResponse(page, headers=SECURITY_HEADERS)
-
-
-@router.get("/dashboard/static/dashboard.js")
-def script() -> FileResponse:
-    """The dashboard's script."""
-    return FileResponse(HERE / "static" / "dashboard.js", media_type="text/javascript")
-
-
-@router.get("/dashboard/static/dashboard.css")
-def style() -> FileResponse:
-    """The dashboard's style sheet."""
-    return FileResponse(HERE / "static" / "dashboard.css", media_type="text/css")

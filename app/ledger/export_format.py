@@ -14,15 +14,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from app.ledger.canonical import LIST_FIELDS, TIMESTAMP_FIELDS, format_timestamp
+from app.canonical import canonical_json
+from app.ledger.canonical import format_timestamp
+from app.ledger.models import EVENT_FIELDS, LIST_FIELDS, TIMESTAMP_FIELDS
 
-# Contract section 7, in order, then the fields that follow it.
-CSV_COLUMNS: tuple[str, ...] = (
-    "seq", "event_id", "kind", "recorded_at", "occurred_at", "actor", "actor_roles", "action",
-    "action_category", "record_type", "record_id", "facility", "purpose", "justification",
-    "break_glass", "decision", "reasons", "flags", "source", "client_event_id",
-    "policy_version", "prev_hash", "hash", "workstation", "source_ip", "details",
-)  # fmt: skip
+# Contract section 7, in order, then the fields that follow it: the event's fields.
+CSV_COLUMNS: tuple[str, ...] = EVENT_FIELDS
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")
 
 
@@ -41,7 +38,7 @@ def cell(name: str, value: Any) -> str:
     if name in LIST_FIELDS:
         return protect(";".join(value))
     if name == "details":
-        return protect(json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+        return protect(canonical_json(value))
     return protect(str(value))
 
 

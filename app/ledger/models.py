@@ -1,14 +1,23 @@
-"""Ledger tables: events (hash-chained), checkpoints (signed heads), signing keys."""
+"""Ledger tables: events (hash-chained), checkpoints (signed heads), signing keys, and the
+volume-window summary the ledger keeps beside the events.
+
+`Event` is the one declaration of an event's fields: their names, order (contract section
+7: the hashed fields, the chain, then the fields that follow), types and meaning. The
+canonical form, the CSV columns and the read schemas are derived from it
+(`EVENT_FIELDS` and the sets below).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, JSONList, UTCDateTime
+
+LIST = {"form": "list"}  # a JSON list of strings (`info` of a column)
 
 
 class Event(Base):
@@ -37,32 +46,69 @@ class Event(Base):
         ),
     )
 
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    event_id: Mapped[str] = mapped_column(String(36), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    actor: Mapped[str | None] = mapped_column(String(128))
-    actor_roles: Mapped[list[str]] = mapped_column(JSONList)
-    action: Mapped[str | None] = mapped_column(String(64))
-    action_category: Mapped[str | None] = mapped_column(String(32))
-    record_type: Mapped[str | None] = mapped_column(String(64))
-    record_id: Mapped[str | None] = mapped_column(String(128))
-    facility: Mapped[str | None] = mapped_column(String(64))
-    purpose: Mapped[str | None] = mapped_column(String(64))
-    justification: Mapped[str | None] = mapped_column(Text)
-    break_glass: Mapped[bool | None] = mapped_column(Boolean)
-    decision: Mapped[str | None] = mapped_column(String(8))
-    reasons: Mapped[list[str]] = mapped_column(JSONList)
-    flags: Mapped[list[str]] = mapped_column(JSONList)
-    source: Mapped[str | None] = mapped_column(String(128))
-    client_event_id: Mapped[str | None] = mapped_column(String(128))
-    policy_version: Mapped[str | None] = mapped_column(String(80))
-    workstation: Mapped[str | None] = mapped_column(String(128))
-    source_ip: Mapped[str | None] = mapped_column(String(64))
-    details: Mapped[dict[str, Any]] = mapped_column(JSONList)
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    seq: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, doc="position in the log, from 1, no gaps"
+    )
+    event_id: Mapped[str] = mapped_column(String(36), unique=True, doc="UUID of the event")
+    kind: Mapped[str] = mapped_column(
+        String(16), doc="decision, report, admin, login, export or review"
+    )
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, doc="when the log recorded it")
+    occurred_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, doc="when the access happened (a decision: when it was asked)"
+    )
+    actor: Mapped[str | None] = mapped_column(String(128), doc="who acted, as sent")
+    actor_roles: Mapped[list[str]] = mapped_column(
+        JSONList, info=LIST, doc="the actor's roles at that moment"
+    )
+    action: Mapped[str | None] = mapped_column(String(64), doc="e.g. `read_case`, `arrest`")
+    action_category: Mapped[str | None] = mapped_column(
+        String(32), doc="the action's category in the policy (null for an unknown action)"
+    )
+    record_type: Mapped[str | None] = mapped_column(String(64), doc="e.g. `detainee_case`")
+    record_id: Mapped[str | None] = mapped_column(String(128), doc="e.g. `GRN-2025-00042`")
+    facility: Mapped[str | None] = mapped_column(String(64), doc="facility key, e.g. `greene`")
+    purpose: Mapped[str | None] = mapped_column(String(64), doc="why, e.g. `case_update`")
+    justification: Mapped[str | None] = mapped_column(Text, doc="free text sent with it")
+    break_glass: Mapped[bool | None] = mapped_column(Boolean, doc="emergency access asked")
+    decision: Mapped[str | None] = mapped_column(String(8), doc="`allow` or `deny`")
+    reasons: Mapped[list[str]] = mapped_column(
+        JSONList, info=LIST, doc="every deny reason that applied"
+    )
+    flags: Mapped[list[str]] = mapped_column(JSONList, info=LIST, doc="marks for oversight")
+    source: Mapped[str | None] = mapped_column(String(128), doc="client or user that sent it")
+    client_event_id: Mapped[str | None] = mapped_column(
+        String(128), doc="the sender's own id (idempotency)"
+    )
+    policy_version: Mapped[str | None] = mapped_column(
+        String(80), doc="`sha256:` of the policy that judged it"
+    )
+    prev_hash: Mapped[str] = mapped_column(String(64), doc="hash of the previous event")
+    hash: Mapped[str] = mapped_column(
+        String(64), unique=True, doc="SHA-256(prev_hash || canonical form)"
+    )
+    workstation: Mapped[str | None] = mapped_column(String(128), doc="terminal or device id")
+    source_ip: Mapped[str | None] = mapped_column(String(64), doc="the sender's address")
+    details: Mapped[dict[str, Any]] = mapped_column(
+        JSONList, doc="more, by kind: reason messages, changes, filters…"
+    )
+
+
+# The fields of an event in contract order (also the CSV columns).
+EVENT_FIELDS: Final = tuple(column.name for column in Event.__table__.columns)
+CHAIN_FIELDS: Final = ("prev_hash", "hash")
+# The fields the hash covers: every field but the chain itself.
+HASHED_FIELDS: Final = tuple(name for name in EVENT_FIELDS if name not in CHAIN_FIELDS)
+TIMESTAMP_FIELDS: Final = frozenset(
+    column.name for column in Event.__table__.columns if isinstance(column.type, UTCDateTime)
+)
+LIST_FIELDS: Final = frozenset(
+    column.name for column in Event.__table__.columns if column.info == LIST
+)
+JSON_FIELDS: Final = LIST_FIELDS | {"details"}
+# Filled in by the ledger when it appends; the rest come from whoever logs the event.
+ASSIGNED_FIELDS: Final = ("seq", "event_id", "recorded_at", *CHAIN_FIELDS)
+CONTENT_FIELDS: Final = tuple(name for name in EVENT_FIELDS if name not in ASSIGNED_FIELDS)
 
 
 class Checkpoint(Base):
@@ -86,3 +132,39 @@ class SigningKey(Base):
     key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     public_key_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class VolumeTouch(Base):
+    """Which records an actor's access events touched, per bucket of time: a summary of the
+    log kept at append, in the appending transaction, so that "how many distinct records
+    did this actor touch in the trailing window" is answered with work bounded by the
+    volume limit, not by the actor's activity (docs/operations.md, "Volume windows").
+
+    A bucket is `width` seconds of time (the window's width; bucket n covers
+    [n * width, (n + 1) * width)); a row says the actor touched the record at least once
+    in it, first at `first_us` and last at `last_us` (microseconds since the epoch, UTC).
+    Derived from `events` alone: it can be rebuilt from them at any time.
+    """
+
+    __tablename__ = "volume_touches"
+    __table_args__ = (
+        Index("ix_volume_touches_last", "actor", "width", "bucket", "last_us"),
+        Index("ix_volume_touches_first", "actor", "width", "bucket", "first_us"),
+    )
+
+    actor: Mapped[str] = mapped_column(String(128), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    record_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    first_us: Mapped[int] = mapped_column(BigInteger)
+    last_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class VolumeWidth(Base):
+    """A window width the summary is kept for, and since when (the seq it was built to)."""
+
+    __tablename__ = "volume_widths"
+
+    width: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    built_through_seq: Mapped[int] = mapped_column(Integer)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
 
-from app.deps import AuditorDep, ContextDep, ReaderDep, SessionDep
+from app.deps import AuditorDep, ContextDep, ReaderDep, ReadSessionDep, WriteSessionDep
 from app.errors import Problem
 from app.ledger import service
 from app.ledger.schemas import PublicKeyRead, SignedCheckpoint, VerificationRead
@@ -21,7 +21,7 @@ NEXT_CURSOR = "X-Next-Cursor"
 
 @router.get("/verify", response_model=VerificationRead)
 def verify(
-    session: SessionDep,
+    session: ReadSessionDep,
     context: ContextDep,
     _: ReaderDep,
     from_seq: Annotated[int | None, Query(ge=1, description="first seq to check")] = None,
@@ -41,14 +41,15 @@ def verify(
 )  # fmt: skip
 def list_checkpoints(
     response: Response,
-    session: SessionDep,
+    session: ReadSessionDep,
+    context: ContextDep,
     _: ReaderDep,
     order: Annotated[
         Literal["newest", "oldest"], Query(description="newest (default) or oldest first")
     ] = "newest",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[
-        str | None, Query(max_length=32, description=f"the {NEXT_CURSOR} of the previous page")
+        str | None, Query(max_length=512, description=f"the {NEXT_CURSOR} of the previous page")
     ] = None,
 ) -> list[SignedCheckpoint]:
     """Signed heads in the order they were signed, newest first unless `order=oldest`.
@@ -56,7 +57,7 @@ def list_checkpoints(
     The body is the list the contract names; the next page's cursor is in a header.
     """
     rows, next_cursor = service.list_checkpoints(
-        session, newest_first=order == "newest", cursor=cursor, limit=limit
+        session, context.cursors, newest_first=order == "newest", cursor=cursor, limit=limit
     )
     if next_cursor is not None:
         response.headers[NEXT_CURSOR] = next_cursor
@@ -69,9 +70,11 @@ def list_checkpoints(
     status_code=201,
     responses={409: {"model": Problem, "description": "The log is empty"}},
 )
-def create_checkpoint(session: SessionDep, context: ContextDep, _: AuditorDep) -> dict[str, Any]:
+def create_checkpoint(
+    session: WriteSessionDep, context: ContextDep, _: AuditorDep
+) -> dict[str, Any]:
     """Sign the current head now (checkpoints are also signed every 1000 events)."""
-    return service.sign_checkpoint(session, context.ledger, context.clock())
+    return service.sign_checkpoint(session, context.ledger)
 
 
 @router.get(
@@ -83,7 +86,7 @@ def create_checkpoint(session: SessionDep, context: ContextDep, _: AuditorDep) -
     },
 )
 def public_key(
-    session: SessionDep,
+    session: ReadSessionDep,
     context: ContextDep,
     _: ReaderDep,
     key_id: Annotated[str | None, Query(max_length=32, description="an older key's id")] = None,
@@ -94,6 +97,8 @@ def public_key(
 
 
 @router.get("/public-keys", response_model=list[PublicKeyRead])
-def public_keys(session: SessionDep, context: ContextDep, _: ReaderDep) -> list[service.PublicKey]:
+def public_keys(
+    session: ReadSessionDep, context: ContextDep, _: ReaderDep
+) -> list[service.PublicKey]:
     """Every public key that ever signed, by id, oldest first, so old checkpoints verify."""
     return service.public_keys(session, context.ledger)

@@ -1,37 +1,57 @@
-"""Appending to the hash-chained log, signing checkpoints, and the integrity endpoints' rules."""
+"""Appending to the hash-chained log, signing checkpoints, and the integrity endpoints' rules.
+
+An append happens under the ledger's lock, in the caller's transaction (the request's
+transaction commits it, so a failed append leaves nothing behind). `Ledger.lock` takes the
+lock and hands back a `LockedAppend`: what the log already holds under the asked
+idempotency keys, the volume-window counts, and `append` itself.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import String
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app.db import Read, read_together
+from app.clock import Clock
 from app.errors import Conflict, Invalid, LedgerUnavailable, NotFound
 from app.ledger import repository
-from app.ledger.canonical import GENESIS_HASH, canonical_bytes, chain_hash
-from app.ledger.models import Checkpoint
+from app.ledger.append_store import (
+    AppendStore,
+    IdempotencyKey,
+    LoggedEvent,
+    Opened,
+    TouchUpkeep,
+    WindowBucket,
+    WindowReads,
+)
+from app.ledger.canonical import GENESIS_HASH, chain_hash, encode_canonical, format_timestamp
+from app.ledger.models import CONTENT_FIELDS, EVENT_FIELDS, HASHED_FIELDS, Checkpoint, Event
 from app.ledger.signing import Signer, checkpoint_message
 from app.ledger.verify import Verification, verify_chain
+from app.pagination import Cursors, int_key
+from app.vocabulary import ACCESS_KINDS
 
 log = logging.getLogger("access_audit")
 
-SESSION_LOCKED = "ledger_locked"
-NULLABLE_TEXT = (
-    "actor", "action", "action_category", "record_type", "record_id", "facility", "purpose",
-    "justification", "source", "client_event_id", "policy_version", "workstation", "source_ip",
-)  # fmt: skip
+# Text fields where an empty string would read back as null from a CSV cell: stored as null.
+NULLABLE_TEXT: Final = frozenset(
+    column.name
+    for column in Event.__table__.columns
+    if column.nullable and isinstance(column.type, String) and column.name in CONTENT_FIELDS
+)
 
 
 @dataclass(slots=True)
 class NewEvent:
-    """An event to append; the ledger fills in seq, event_id, recorded_at and the hashes."""
+    """An event to append: its content fields (`models.CONTENT_FIELDS`, which a test keeps
+    equal to these); the ledger fills in seq, event_id, recorded_at and the chain."""
 
     kind: str
     occurred_at: datetime | None = None
@@ -57,135 +77,116 @@ class NewEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class Locked:
-    """What `Ledger.lock` read once the append lock was held."""
-
-    head: tuple[int, str] | None  # (seq, hash) of the last event; None for an empty log
-    rows: list[list[tuple[Any, ...]]]  # each of the reads' rows, in order
-
-
-@dataclass(frozen=True, slots=True)
 class Appended:
     seq: int
     event_id: str
     hash: str
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+@dataclass(frozen=True, slots=True)
+class VolumeRule:
+    """What the volume summary counts: distinct records per actor in a trailing `window`,
+    counted up to `limit` (work is bounded by it, whatever the actor's activity)."""
+
+    window: timedelta
+    limit: int
+
+    @property
+    def width(self) -> int:
+        """The window in whole seconds: also the width of the summary's buckets."""
+        return int(self.window.total_seconds())
+
+
+# An access to count: (actor, record_type, record_id, occurred_at).
+Touch = tuple[str, str, str, datetime]
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ACCESS: Final = frozenset(ACCESS_KINDS)
+
+
+def microseconds(at: datetime) -> int:
+    """`at` as whole microseconds since the epoch (UTC)."""
+    delta = at - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 class Ledger:
-    """The append path. Callers pass their session; the request's transaction commits it."""
+    """The append path: the lock, appends, checkpoints, and the volume summary's upkeep.
 
-    def __init__(self, signer: Signer, checkpoint_interval: int, lock_timeout: float) -> None:
+    `store` is the database's strategy (`append_store.store_for`), chosen once.
+    `signing_clock` stamps checkpoints with the real time they were signed.
+    """
+
+    def __init__(
+        self,
+        store: AppendStore,
+        signer: Signer,
+        *,
+        checkpoint_interval: int,
+        lock_timeout: float,
+        volume: VolumeRule,
+        signing_clock: Clock,
+    ) -> None:
+        self.store = store
         self.signer = signer
         self.checkpoint_interval = checkpoint_interval
         self.lock_timeout = lock_timeout
+        self.volume = volume
+        self.signing_clock = signing_clock
 
-    def lock(self, session: Session, reads: Sequence[Read] = ()) -> Locked:
-        """Take the append lock for the rest of this transaction (idempotent), then read the
-        head and run `reads`: they see every append committed before the lock was granted.
-
-        On PostgreSQL the lock, the head and the reads go in one round trip: a writer holds
-        the lock for as few round trips as it can, as every other writer waits for it.
-        """
-        transaction = session.get_transaction()
-        held = transaction is not None and session.info.get(SESSION_LOCKED) is transaction
-        taking = [] if held else repository.lock_reads(session, self.lock_timeout)
-        try:
-            rows = read_together(session, [*taking, repository.HEAD_READ, *reads])
-        except DBAPIError as exc:
-            raise LedgerUnavailable("the audit log is busy or unavailable; try again") from exc
-        session.info[SESSION_LOCKED] = session.get_transaction()
-        head = rows[len(taking)]
-        return Locked(head=(head[0][0], head[0][1]) if head else None,
-                      rows=rows[len(taking) + 1 :])  # fmt: skip
-
-    def append(
+    def lock(
         self,
         session: Session,
-        now: datetime,
-        events: Sequence[NewEvent],
-        locked: Locked | None = None,
-    ) -> list[Appended]:
-        """Chain and insert `events` in order, recorded at `now`.
+        keys: Collection[IdempotencyKey] = (),
+        counted: Iterable[tuple[str, datetime]] = (),
+    ) -> LockedAppend:
+        """Take the append lock for the rest of this transaction, then read what the log
+        holds under `keys` and the volume summary around each (actor, instant) of
+        `counted`: they see every append committed before the lock was granted. A
+        transaction may lock again (the head is read anew)."""
+        width_us = self.volume.width * 1_000_000
+        latest: set[WindowBucket] = set()
+        earliest: set[WindowBucket] = set()
+        for actor, at in counted:
+            bucket = microseconds(at) // width_us
+            latest.add((actor, bucket - 1))
+            earliest.add((actor, bucket))
+        reads = WindowReads(self.volume.width, self.volume.limit, latest, earliest)
+        try:
+            opened = self.store.open(session, self.lock_timeout, keys, reads)
+        except OperationalError as exc:  # the lock timed out, or the database is unreachable
+            raise LedgerUnavailable("the audit log is busy or unavailable; try again") from exc
+        return LockedAppend(self, session, opened)
 
-        `locked` is what `lock` returned in this transaction, when nothing was appended
-        since: its head is used instead of being read again. (A stale head cannot break the
-        chain: its seqs are taken, and the insert fails on the primary key.)
+    def append(self, session: Session, now: datetime, events: Sequence[NewEvent]) -> list[Appended]:
+        """Lock, then append `events` in order, recorded at `now`."""
+        return self.lock(session).append(now, events)
 
-        A checkpoint is signed at every seq that is a multiple of the interval, inside the
-        same transaction, so a committed log never lacks a checkpoint it should have (the
-        verifier treats a run of more than 1000 events without one as tampering). Signing
-        in-line costs one Ed25519 signature (~50 µs) per 1000 events; signing "just after"
-        would need a second writer and leave a window in which a crash loses a checkpoint.
-        """
-        if not events:
-            return []
-        current = (locked or self.lock(session)).head
-        seq, prev = current if current else (0, GENESIS_HASH)
-        rows: list[dict[str, Any]] = []
-        checkpoints: list[dict[str, Any]] = []
-        appended: list[Appended] = []
-        for event in events:
-            seq += 1
-            row: dict[str, Any] = {
-                "seq": seq,
-                "event_id": str(uuid.uuid4()),
-                "kind": event.kind,
-                "recorded_at": now,
-                "occurred_at": event.occurred_at or now,
-                "actor": event.actor,
-                "actor_roles": list(event.actor_roles),
-                "action": event.action,
-                "action_category": event.action_category,
-                "record_type": event.record_type,
-                "record_id": event.record_id,
-                "facility": event.facility,
-                "purpose": event.purpose,
-                "justification": event.justification,
-                "break_glass": event.break_glass,
-                "decision": event.decision,
-                "reasons": list(event.reasons),
-                "flags": list(event.flags),
-                "source": event.source,
-                "client_event_id": event.client_event_id,
-                "policy_version": event.policy_version,
-                "workstation": event.workstation,
-                "source_ip": event.source_ip,
-                "details": event.details,
-            }
-            # An empty string would read back as null from a CSV cell; store it as null.
-            for name in NULLABLE_TEXT:
-                if row[name] == "":
-                    row[name] = None
-            digest = chain_hash(prev, canonical_bytes(row))
-            row["prev_hash"] = prev
-            row["hash"] = digest
-            rows.append(row)
-            appended.append(Appended(seq, str(row["event_id"]), digest))
-            if seq % self.checkpoint_interval == 0:
-                checkpoints.append(self._checkpoint_row(seq, digest, now))
-            prev = digest
-        repository.insert_events(session, rows)
-        if checkpoints:
-            self.publish_key(session)
-            repository.insert_checkpoints(session, checkpoints)
-        return appended
+    def prepare(self, session: Session) -> None:
+        """At start-up: make sure the volume summary is kept for this rule's window, built
+        from the log if it was kept for another width (or not yet, as in a log written
+        before the summary existed)."""
+        locked = self.lock(session)
+        width = self.volume.width
+        if repository.volume_widths(session) == [width]:
+            return
+        if locked.head is not None:
+            log.warning("building the volume summary for a %d-second window from the log", width)
+        self.store.rebuild_windows(session, width)
+        repository.register_width(session, width, locked.head[0] if locked.head else 0)
 
-    def sign_head(self, session: Session, now: datetime) -> dict[str, Any] | None:
+    def sign_head(self, session: Session) -> dict[str, Any] | None:
         """Sign the current head on demand; None for an empty log."""
         current = self.lock(session).head
         if current is None:
             return None
-        row = self._checkpoint_row(current[0], current[1], now)
+        row = self._checkpoint_row(current[0], current[1])
         self.publish_key(session)
         repository.insert_checkpoints(session, [row])
         return row
 
-    def _checkpoint_row(self, seq: int, digest: str, signed_at: datetime) -> dict[str, Any]:
+    def _checkpoint_row(self, seq: int, digest: str) -> dict[str, Any]:
         key_id = self.signer.key_id
+        signed_at = self.signing_clock()
         signature = self.signer.sign(checkpoint_message(seq, digest, signed_at, key_id))
         return {
             "seq": seq,
@@ -204,18 +205,163 @@ class Ledger:
                 {
                     "key_id": self.signer.key_id,
                     "public_key_pem": self.signer.public_key_pem,
-                    "created_at": utcnow(),
+                    "created_at": self.signing_clock(),
                 },
             )
 
 
-def publish_signing_key(sessions: Callable[[], Session], ledger: Ledger) -> None:
-    """At start-up: publish the current key before it signs anything (best effort)."""
-    try:
-        with sessions() as session, session.begin():
-            ledger.publish_key(session)
-    except DBAPIError as exc:  # another worker published it first, or the database is down
-        log.warning("signing key %s not published at start-up: %s", ledger.signer.key_id, exc)
+class LockedAppend:
+    """The log under the append lock, in one transaction: what it already holds under the
+    asked keys (`logged`), volume counts (`window_counts`), and `append`."""
+
+    def __init__(self, ledger: Ledger, session: Session, opened: Opened) -> None:
+        self._ledger = ledger
+        self._session = session
+        self._opened = opened
+        self.head = opened.head
+        self.logged: dict[IdempotencyKey, LoggedEvent] = opened.logged
+        self._appended = False
+
+    def window_counts(self, touches: Sequence[Touch]) -> list[int]:
+        """For each touch, in order: the distinct records its actor touched in the trailing
+        window (t - window, t] of its instant t, itself and the touches before it in the
+        list included (by instant, then position), counted up to the rule's limit.
+
+        The logged part comes from the summary read with the lock: per actor, the bucket
+        of t and the one before, each at most `limit` rows. Only the instants given to
+        `lock` (as `counted`) can be counted, and only before anything is appended.
+        """
+        if self._appended:
+            raise RuntimeError("window counts are read before the append, not after it")
+        rule = self._ledger.volume
+        width_us, limit = rule.width * 1_000_000, rule.limit
+        logged_at: dict[tuple[str, int], frozenset[tuple[str, str]] | None] = {}
+        by_actor: dict[str, list[tuple[int, int, tuple[str, str]]]] = {}
+        for i, (actor, record_type, record_id, at) in enumerate(touches):
+            by_actor.setdefault(actor, []).append((microseconds(at), i, (record_type, record_id)))
+        counts = [0] * len(touches)
+        for actor, items in by_actor.items():
+            items.sort()
+            live: dict[tuple[str, str], int] = {}
+            left = 0
+            for at_us, i, record in items:
+                horizon = at_us - width_us
+                while items[left][0] <= horizon:
+                    gone = items[left][2]
+                    live[gone] -= 1
+                    if not live[gone]:
+                        del live[gone]
+                    left += 1
+                records = {*live, record}
+                count = limit
+                if len(records) < limit:
+                    key = (actor, at_us)
+                    if key not in logged_at:
+                        logged_at[key] = self._logged_records(actor, at_us, width_us, limit)
+                    logged = logged_at[key]
+                    if logged is not None:
+                        count = min(len(records | logged), limit)
+                counts[i] = count
+                live[record] = live.get(record, 0) + 1
+        return counts
+
+    def _logged_records(
+        self, actor: str, at_us: int, width_us: int, limit: int
+    ) -> frozenset[tuple[str, str]] | None:
+        """The records `actor`'s logged accesses touched in (at - width, at]; None when
+        there are at least `limit` of them."""
+        bucket = at_us // width_us
+        since = at_us - width_us
+        records: set[tuple[str, str]] = set()
+        # The bucket before: rows touched last after `since`, the latest first.
+        rows = self._opened.latest[(actor, bucket - 1)]
+        for record_type, record_id, _, last_us in rows:
+            if last_us <= since:
+                break
+            records.add((record_type, record_id))
+        else:
+            if len(rows) >= limit:
+                return None
+        # The bucket of `at`: rows touched first at or before it, the earliest first.
+        rows = self._opened.earliest[(actor, bucket)]
+        for record_type, record_id, first_us, _ in rows:
+            if first_us > at_us:
+                break
+            records.add((record_type, record_id))
+        else:
+            if len(rows) >= limit:
+                return None
+        return frozenset(records) if len(records) < limit else None
+
+    def append(self, now: datetime, events: Sequence[NewEvent]) -> list[Appended]:
+        """Chain and insert `events` in order, recorded at `now`, with the volume summary.
+
+        A checkpoint is signed at every seq that is a multiple of the interval, inside the
+        same transaction, so a committed log never lacks a checkpoint it should have (the
+        verifier treats a run of more than 1000 events without one as tampering). Signing
+        in-line costs one Ed25519 signature (~50 µs) per 1000 events; signing "just after"
+        would need a second writer and leave a window in which a crash loses a checkpoint.
+        """
+        if not events:
+            return []
+        ledger = self._ledger
+        storage_row = ledger.store.storage_row
+        width = ledger.volume.width
+        width_us = width * 1_000_000
+        seq, prev = self.head if self.head else (0, GENESIS_HASH)
+        recorded_at = format_timestamp(now)
+        rows: list[tuple[Any, ...]] = []
+        touched: dict[tuple[str, int, str, str], list[int]] = {}
+        checkpoints: list[dict[str, Any]] = []
+        appended: list[Appended] = []
+        for event in events:
+            seq += 1
+            event_id = str(uuid.uuid4())
+            occurred = event.occurred_at or now
+            values = {name: getattr(event, name) for name in CONTENT_FIELDS}
+            for name in NULLABLE_TEXT:
+                if values[name] == "":
+                    values[name] = None
+            values.update(
+                seq=seq,
+                event_id=event_id,
+                recorded_at=recorded_at,
+                occurred_at=format_timestamp(occurred),
+            )
+            digest = chain_hash(prev, encode_canonical({n: values[n] for n in HASHED_FIELDS}))
+            values.update(prev_hash=prev, hash=digest)
+            rows.append(storage_row([values[name] for name in EVENT_FIELDS]))
+            appended.append(Appended(seq, event_id, digest))
+            if event.kind in _ACCESS and event.actor and event.record_type and event.record_id:
+                at_us = microseconds(occurred)
+                key = (event.actor, at_us // width_us, event.record_type, event.record_id)
+                span = touched.get(key)
+                if span is None:
+                    touched[key] = [at_us, at_us]
+                else:
+                    span[0], span[1] = min(span[0], at_us), max(span[1], at_us)
+            if seq % ledger.checkpoint_interval == 0:
+                checkpoints.append(ledger._checkpoint_row(seq, digest))
+            prev = digest
+        upkeep: list[TouchUpkeep] = [
+            (actor, width, bucket, record_type, record_id, first, last)
+            for (actor, bucket, record_type, record_id), (first, last) in touched.items()
+        ]
+        ledger.store.insert(self._session, rows, upkeep)
+        if checkpoints:
+            ledger.publish_key(self._session)
+            repository.insert_checkpoints(self._session, checkpoints)
+        self.head = (seq, prev)
+        self._appended = True
+        return appended
+
+
+def start(session: Session, ledger: Ledger) -> None:
+    """At start-up, in one transaction: keep the volume summary for the policy's window
+    (`Ledger.prepare`) and publish the current key before it signs anything. Workers
+    starting together take turns on the ledger lock."""
+    ledger.prepare(session)
+    ledger.publish_key(session)
 
 
 def verify(
@@ -228,29 +374,24 @@ def verify(
     return verify_chain(session, from_seq=from_seq, to_seq=to_seq, trusted_keys=own_key)
 
 
-def sign_checkpoint(session: Session, ledger: Ledger, now: datetime) -> dict[str, Any]:
+def sign_checkpoint(session: Session, ledger: Ledger) -> dict[str, Any]:
     """Sign the current head now; 409 for an empty log."""
-    checkpoint = ledger.sign_head(session, now)
+    checkpoint = ledger.sign_head(session)
     if checkpoint is None:
         raise Conflict("the log is empty: there is no head to sign")
     return checkpoint
 
 
 def list_checkpoints(
-    session: Session, *, newest_first: bool, cursor: str | None, limit: int
+    session: Session, cursors: Cursors, *, newest_first: bool, cursor: str | None, limit: int
 ) -> tuple[list[Checkpoint], str | None]:
     """A page of checkpoints in signing order and the cursor of the next page."""
-    after: int | None = None
-    if cursor is not None:
-        if not cursor.isdigit():
-            raise Invalid(["query", "cursor"], "not a cursor this service issued")
-        after = int(cursor)
+    query = {"order": "newest" if newest_first else "oldest", "limit": limit}
+    after = int_key(cursors.decode("checkpoints", query, cursor))
     rows = repository.checkpoints_page(
         session, newest_first=newest_first, after_id=after, limit=limit + 1
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (str(rows[-1].id) if more and rows else None)
+    return cursors.page(rows, limit, "checkpoints", query, lambda row: row.id)
 
 
 @dataclass(frozen=True, slots=True)

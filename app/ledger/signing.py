@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,9 +14,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from app.canonical import canonical_json
 from app.ledger.canonical import format_timestamp
-
-log = logging.getLogger("access_audit")
 
 CHECKPOINT_PREFIX = "access-audit checkpoint v1"
 
@@ -67,8 +64,7 @@ def signature_valid(key: Ed25519PublicKey, message: bytes, signature_b64: str) -
 
 def manifest_message(manifest: Mapping[str, Any]) -> bytes:
     """The bytes an export manifest's signature covers: canonical JSON without `signature`."""
-    body = {k: v for k, v in manifest.items() if k != "signature"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return canonical_json({k: v for k, v in manifest.items() if k != "signature"}).encode()
 
 
 @dataclass(frozen=True)
@@ -84,20 +80,18 @@ class Signer:
         public = private_key.public_key()
         return cls(private_key, key_id_of(public), public_pem(public))
 
+    @staticmethod
+    def new_key_pem() -> bytes:
+        """A new Ed25519 private key as unencrypted PKCS#8 PEM."""
+        return Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
     @classmethod
-    def load_or_create(cls, path: Path) -> Signer:
-        """Load the PEM key at `path`; create it (mode 600) when it does not exist yet."""
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            key = Ed25519PrivateKey.generate()
-            pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            path.write_bytes(pem)
-            path.chmod(0o600)
-            log.warning("created a new checkpoint signing key at %s", path)
+    def from_pem_file(cls, path: Path) -> Signer:
+        """The signer of the PEM private key at `path`; a file that is not one stops here."""
         loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(loaded, Ed25519PrivateKey):
             raise SystemExit(f"{path} is not an Ed25519 private key")

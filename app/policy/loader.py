@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import tomllib
 from datetime import date, time
@@ -13,10 +12,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
-from app.auth.roles import SERVICE_ROLES
+from app.canonical import canonical_json
 from app.policy.evaluator import CompiledPolicy, Facility
 from app.policy.reasons import ReasonCode
 from app.policy.schema import NAME, PolicyDocument
+from app.vocabulary import SERVICE_ROLES
 
 _NAME = re.compile(NAME)
 
@@ -63,9 +63,7 @@ def read_documents(folder: Path) -> tuple[dict[str, Any], dict[str, Path]]:
 
 def policy_version(merged: dict[str, Any]) -> str:
     """`sha256:` of the canonical JSON of the merged content (comments and layout ignored)."""
-    canonical = json.dumps(
-        merged, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_iso
-    )
+    canonical = canonical_json(merged, default=_iso)
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

@@ -16,19 +16,23 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from sqlalchemy.orm import Session
 
-from app.context import AppContext
-from app.deps import SessionFactories
+from app.canonical import canonical_json
+from app.clock import Clock
+from app.db import Database
 from app.errors import Conflict, NotFound
 from app.ledger.canonical import format_timestamp
 from app.ledger.export_format import CSV_COLUMNS, cell, csv_row
-from app.ledger.service import NewEvent
+from app.ledger.service import Ledger, NewEvent
 from app.ledger.signing import manifest_message
-from app.reports import repository, service
+from app.reports import repository
 from app.reports.schemas import CheckpointRead, EventFilters, Manifest, SummaryQuery
+from app.reports.service import Reports
+from app.vocabulary import Kind
 
 BATCH_ROWS = 1000
 
@@ -46,7 +50,6 @@ ROLES, REASONS, FLAGS, BREAK_GLASS = (
     CSV_COLUMNS.index(name) - 1 for name in ("actor_roles", "reasons", "flags", "break_glass")
 )
 _read_json = json.JSONDecoder().decode
-_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 def csv_lines(rows: Sequence[Sequence[Any]]) -> str:
@@ -88,7 +91,7 @@ def _plain_line(row: Sequence[Any]) -> str | None:
         return text + ",{}\r\n"
     # Canonical JSON starts with `{` (no guard) and escapes control characters; it only
     # needs its quotes doubled.
-    return text + ',"' + _canonical_json(_read_json(details)).replace('"', '""') + '"\r\n'
+    return text + ',"' + canonical_json(_read_json(details)).replace('"', '""') + '"\r\n'
 
 
 def _reference_line(row: Sequence[Any]) -> str:
@@ -103,6 +106,16 @@ def _reference_line(row: Sequence[Any]) -> str:
     return buffer.getvalue()
 
 
+@dataclass(frozen=True, slots=True)
+class Exporter:
+    """Who asks for an export (recorded in its `export` event)."""
+
+    actor: str
+    actor_roles: list[str]
+    source: str
+    source_ip: str | None = None
+
+
 class EventsExport:
     """One export of the events CSV: the body a chunk at a time, then its audit event.
 
@@ -110,26 +123,12 @@ class EventsExport:
     then `finish()`; `abandon()` records an export that stopped early (idempotent).
     """
 
-    def __init__(
-        self,
-        context: AppContext,
-        sessions: SessionFactories,
-        filters: EventFilters,
-        *,
-        actor: str,
-        actor_roles: list[str],
-        source: str,
-        source_ip: str | None = None,
-    ) -> None:
-        self.context = context
-        self.sessions = sessions
+    def __init__(self, exports: Exports, filters: EventFilters, by: Exporter) -> None:
+        self.exports = exports
         self.filters = filters.model_dump(mode="json", exclude_none=True)
         # Validates the filters (since after until is a 422) before any byte is sent.
-        self.criteria = service.criteria(filters, context.policy.timezone)
-        self.actor = actor
-        self.actor_roles = actor_roles
-        self.source = source
-        self.source_ip = source_ip
+        self.criteria = exports.reports.criteria(filters)
+        self.by = by
         self.export_id = str(uuid.uuid4())
         self.rows = 0
         self.first_seq: int | None = None
@@ -161,7 +160,7 @@ class EventsExport:
         header = io.StringIO()
         csv.writer(header).writerow(CSV_COLUMNS)
         yield self._take(header.getvalue())
-        with self.sessions.reader() as session:
+        with self.exports.database.reader() as session:
             batches = repository.stream_export_rows(session, self.criteria, BATCH_ROWS)
             for batch in batches:
                 if self.first_seq is None:
@@ -190,79 +189,65 @@ class EventsExport:
             "completed": completed,
         }
         seal_at = self.last_seq if completed else None
-        _append_export(self.context, self.sessions, self, "export_events", details, seal_at)
+        self.exports.record(self.by, self.export_id, "export_events", details, seal_at)
 
 
-def _append_export(
-    context: AppContext,
-    sessions: SessionFactories,
-    by: EventsExport | SummaryExport,
-    action: str,
-    details: dict[str, Any],
-    seal_at: int | None = None,
-) -> None:
-    """Append the `export` event in a short writer transaction of its own.
+class Exports:
+    """The events CSV, the summary CSV, their `export` events and signed manifests."""
 
-    When the export's last row is still the head of the log (`seal_at`), the head is
-    signed first, so the manifest's checkpoint carries exactly the last row's hash.
-    """
-    with sessions.writer() as session, session.begin():
-        now = context.clock()
-        if seal_at is not None:
-            head = context.ledger.lock(session).head
-            covering = repository.checkpoint_covering(session, seal_at)
-            if (
-                head is not None
-                and head[0] == seal_at
-                and (covering is None or covering.seq != seal_at)
-            ):
-                context.ledger.sign_head(session, now)
-        context.ledger.append(
-            session,
-            now,
-            [
-                NewEvent(
-                    kind="export",
-                    occurred_at=now,
-                    actor=by.actor,
-                    actor_roles=by.actor_roles,
-                    action=action,
-                    record_type="export",
-                    record_id=by.export_id,
-                    source=by.source,
-                    source_ip=by.source_ip,
-                    details=details,
-                )
-            ],
-        )
+    def __init__(self, database: Database, ledger: Ledger, reports: Reports, clock: Clock) -> None:
+        self.database = database
+        self.ledger = ledger
+        self.reports = reports
+        self.clock = clock
 
+    def events(self, filters: EventFilters, by: Exporter) -> EventsExport:
+        """An events export, ready to stream (filters already validated)."""
+        return EventsExport(self, filters, by)
 
-class SummaryExport:
-    """The summary report as CSV: one column per grouping, then count, denied, flagged."""
-
-    def __init__(
+    def record(
         self,
-        *,
-        actor: str,
-        actor_roles: list[str],
-        source: str,
-        source_ip: str | None = None,
+        by: Exporter,
+        export_id: str,
+        action: str,
+        details: dict[str, Any],
+        seal_at: int | None = None,
     ) -> None:
-        self.actor = actor
-        self.actor_roles = actor_roles
-        self.source = source
-        self.source_ip = source_ip
-        self.export_id = str(uuid.uuid4())
+        """Append the `export` event in a short writer transaction of its own.
 
-    def run(
-        self,
-        session: Session,
-        context: AppContext,
-        sessions: SessionFactories,
-        query: SummaryQuery,
-    ) -> bytes:
-        """Compute, render and record the summary export; returns the body."""
-        report = service.summary_report(session, context, query)
+        When the export's last row is still the head of the log (`seal_at`), the head is
+        signed first, so the manifest's checkpoint carries exactly the last row's hash.
+        """
+        with self.database.transaction() as session:
+            now = self.clock()
+            if seal_at is not None:
+                head = self.ledger.lock(session).head
+                covering = repository.checkpoint_covering(session, seal_at)
+                if (
+                    head is not None
+                    and head[0] == seal_at
+                    and (covering is None or covering.seq != seal_at)
+                ):
+                    self.ledger.sign_head(session)
+            event = NewEvent(
+                kind=Kind.export.value,
+                occurred_at=now,
+                actor=by.actor,
+                actor_roles=by.actor_roles,
+                action=action,
+                record_type="export",
+                record_id=export_id,
+                source=by.source,
+                source_ip=by.source_ip,
+                details=details,
+            )
+            self.ledger.append(session, now, [event])
+
+    def summary(self, session: Session, query: SummaryQuery, by: Exporter) -> tuple[str, bytes]:
+        """The summary report as CSV (one column per grouping, then count, denied,
+        flagged), recorded as an export; returns its id and body."""
+        export_id = str(uuid.uuid4())
+        report = self.reports.summary_report(session, query)
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow([*report.group_by, "count", "denied", "flagged"])
@@ -271,7 +256,7 @@ class SummaryExport:
             writer.writerow([*keys, group.count, group.denied, group.flagged])
         body = buffer.getvalue().encode("utf-8")
         details = {
-            "export_id": self.export_id,
+            "export_id": export_id,
             "format": "summary.csv",
             "filters": query.model_dump(mode="json", exclude_none=True),
             "rows": len(report.groups),
@@ -280,79 +265,74 @@ class SummaryExport:
             "last_seq": None,
             "completed": True,
         }
-        _append_export(context, sessions, self, "export_summary", details)
-        return body
+        self.record(by, export_id, "export_summary", details)
+        return export_id, body
 
+    def manifest(self, session: Session, export_id: str) -> Manifest:
+        """The signed manifest of a completed export.
 
-def manifest(
-    session: Session, context: AppContext, sessions: SessionFactories, export_id: str
-) -> Manifest:
-    """The signed manifest of a completed export.
+        Its checkpoint is the earliest signed head at or after the export's last row (so
+        that, when one sits exactly on it, the last row's hash is the signed one); if none
+        exists yet the current head is signed on demand.
+        """
+        event = repository.export_event(session, export_id)
+        if event is None:
+            raise NotFound(f"no export {export_id!r}")
+        details = event.details
+        if not details.get("completed"):
+            raise Conflict(f"export {export_id} did not complete; it has no manifest")
+        last_seq = details.get("last_seq")
+        found = repository.checkpoint_covering(session, last_seq)
+        if found is not None:
+            checkpoint = CheckpointRead(
+                seq=found.seq,
+                hash=found.hash,
+                signed_at=format_timestamp(found.signed_at),
+                key_id=found.key_id,
+                signature=found.signature,
+            )
+        else:
+            with self.database.transaction() as writer:
+                head = self.ledger.sign_head(writer)
+            if head is None:  # the export event itself is in the log, so it is never empty
+                raise NotFound("the log is empty")
+            checkpoint = CheckpointRead(
+                seq=head["seq"],
+                hash=head["hash"],
+                signed_at=format_timestamp(head["signed_at"]),
+                key_id=head["key_id"],
+                signature=head["signature"],
+            )
+        signer = self.ledger.signer
+        body: dict[str, Any] = {
+            "export_id": export_id,
+            "filters": details.get("filters", {}),
+            "rows": details["rows"],
+            "sha256": details["sha256"],
+            "first_seq": details.get("first_seq"),
+            "last_seq": last_seq,
+            "checkpoint": checkpoint.model_dump(),
+            "signed_at": format_timestamp(self.clock()),
+            "key_id": signer.key_id,
+        }
+        return Manifest(**body, signature=signer.sign(manifest_message(body)))
 
-    Its checkpoint is the earliest signed head at or after the export's last row (so that,
-    when one sits exactly on it, the last row's hash is the signed one); if none exists yet
-    the current head is signed on demand.
-    """
-    event = repository.export_event(session, export_id)
-    if event is None:
-        raise NotFound(f"no export {export_id!r}")
-    details = event.details
-    if not details.get("completed"):
-        raise Conflict(f"export {export_id} did not complete; it has no manifest")
-    last_seq = details.get("last_seq")
-    found = repository.checkpoint_covering(session, last_seq)
-    if found is not None:
-        checkpoint = CheckpointRead(
-            seq=found.seq,
-            hash=found.hash,
-            signed_at=format_timestamp(found.signed_at),
-            key_id=found.key_id,
-            signature=found.signature,
-        )
-    else:
-        with sessions.writer() as writer, writer.begin():
-            head = context.ledger.sign_head(writer, context.clock())
-        if head is None:  # the export event itself is in the log, so it is never empty
-            raise NotFound("the log is empty")
-        checkpoint = CheckpointRead(
-            seq=head["seq"],
-            hash=head["hash"],
-            signed_at=format_timestamp(head["signed_at"]),
-            key_id=head["key_id"],
-            signature=head["signature"],
-        )
-    signer = context.ledger.signer
-    body: dict[str, Any] = {
-        "export_id": export_id,
-        "filters": details.get("filters", {}),
-        "rows": details["rows"],
-        "sha256": details["sha256"],
-        "first_seq": details.get("first_seq"),
-        "last_seq": last_seq,
-        "checkpoint": checkpoint.model_dump(),
-        "signed_at": format_timestamp(context.clock()),
-        "key_id": signer.key_id,
-    }
-    return Manifest(**body, signature=signer.sign(manifest_message(body)))
-
-
-def write_events_csv(
-    context: AppContext,
-    sessions: SessionFactories,
-    filters: EventFilters,
-    out: BinaryIO,
-    progress: Callable[[int], None] | None = None,
-) -> EventsExport:
-    """`access-audit export`: the same CSV and the same `export` event, into a file."""
-    export = EventsExport(context, sessions, filters, actor="system", actor_roles=[], source="cli")
-    try:
-        while (chunk := export.next_chunk()) is not None:
-            out.write(chunk)
-            if progress is not None:
-                progress(export.rows)
-        out.flush()
-        export.finish()
-    except BaseException:
-        export.abandon()
-        raise
-    return export
+    def write_events_csv(
+        self,
+        filters: EventFilters,
+        out: BinaryIO,
+        progress: Callable[[int], None] | None = None,
+    ) -> EventsExport:
+        """`access-audit export`: the same CSV and the same `export` event, into a file."""
+        export = self.events(filters, Exporter(actor="system", actor_roles=[], source="cli"))
+        try:
+            while (chunk := export.next_chunk()) is not None:
+                out.write(chunk)
+                if progress is not None:
+                    progress(export.rows)
+            out.flush()
+            export.finish()
+        except BaseException:
+            export.abandon()
+            raise
+        return export

@@ -39,9 +39,14 @@ from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 from sqlalchemy.sql.selectable import FromClause, Select
 
-from app.db import is_sqlite
 from app.ledger.export_format import CSV_COLUMNS
 from app.ledger.models import Checkpoint, Event
+
+
+def is_sqlite(session: Session) -> bool:
+    """Whether the session talks to SQLite (the three places the SQL differs, above)."""
+    return session.get_bind().dialect.name == "sqlite"
+
 
 EVENTS = Event.__table__
 E = EVENTS.c

@@ -6,22 +6,23 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from app.auth.principal import Principal
 from app.deps import (
     AuditorDep,
     ContextDep,
     OversightDep,
     ReaderDep,
-    SessionDep,
-    SessionFactoriesDep,
-    client_address,
+    ReadSessionDep,
+    SourceIpDep,
+    WriteSessionDep,
 )
 from app.errors import Problem
-from app.reports import exports, service
+from app.reports.exports import EventsExport, Exporter
 from app.reports.schemas import (
     AccessPage,
     AccessQuery,
@@ -49,17 +50,20 @@ Seq = Annotated[int, Path(ge=1, description="the event's sequence number")]
 
 @router.get("/events", response_model=EventPage, tags=["log"])
 def list_events(
-    query: Annotated[EventQuery, Query()], session: SessionDep, context: ContextDep, _: ReaderDep
+    query: Annotated[EventQuery, Query()],
+    session: ReadSessionDep,
+    context: ContextDep,
+    _: ReaderDep,
 ) -> EventPage:
     """Events matching every filter given, in seq order, a page at a time (`since`/`until` on
     `occurred_at`)."""
-    return service.list_events(session, context, query)
+    return context.reports.list_events(session, query)
 
 
 @router.get("/events/{seq}", response_model=EventRead, responses=NOT_FOUND, tags=["log"])
-def get_event(seq: Seq, session: SessionDep, _: ReaderDep) -> EventRead:
+def get_event(seq: Seq, session: ReadSessionDep, context: ContextDep, _: ReaderDep) -> EventRead:
     """One audit event by its sequence number."""
-    return service.get_event(session, seq)
+    return context.reports.get_event(session, seq)
 
 
 @router.get("/records/{record_type}/{record_id}/accesses", response_model=AccessPage, tags=["log"])
@@ -67,37 +71,46 @@ def record_accesses(
     record_type: str,
     record_id: str,
     query: Annotated[AccessQuery, Query()],
-    session: SessionDep,
+    session: ReadSessionDep,
     context: ContextDep,
     _: ReaderDep,
 ) -> AccessPage:
     """The accounting of disclosures: who accessed the record, when, how, why, and the decision."""
-    return service.record_accesses(session, context, record_type, record_id, query)
+    return context.reports.record_accesses(session, record_type, record_id, query)
 
 
 @router.get("/reports/summary", response_model=SummaryReport, tags=["reports"])
 def summary(
-    query: Annotated[SummaryQuery, Query()], session: SessionDep, context: ContextDep, _: ReaderDep
+    query: Annotated[SummaryQuery, Query()],
+    session: ReadSessionDep,
+    context: ContextDep,
+    _: ReaderDep,
 ) -> SummaryReport:
     """Access counts, denials and flagged events per group (`day` is facility-local)."""
-    return service.summary_report(session, context, query)
+    return context.reports.summary_report(session, query)
 
 
 @router.get("/reports/denials", response_model=DenialsReport, tags=["reports"])
 def denials(
-    query: Annotated[DenialsQuery, Query()], session: SessionDep, context: ContextDep, _: ReaderDep
+    query: Annotated[DenialsQuery, Query()],
+    session: ReadSessionDep,
+    context: ContextDep,
+    _: ReaderDep,
 ) -> DenialsReport:
     """Mission creep first (Guard roles attempting sworn or enforcement actions), then every
     denial by reason, by actor and by facility."""
-    return service.denials_report(session, context, query)
+    return context.reports.denials_report(session, query)
 
 
 @router.get("/reports/flags", response_model=FlagsReport, tags=["reports"])
 def flags(
-    query: Annotated[FlagsQuery, Query()], session: SessionDep, context: ContextDep, _: ReaderDep
+    query: Annotated[FlagsQuery, Query()],
+    session: ReadSessionDep,
+    context: ContextDep,
+    _: ReaderDep,
 ) -> FlagsReport:
     """Flagged access events with their review state and latest disposition."""
-    return service.flags_report(session, context, query)
+    return context.reports.flags_report(session, query)
 
 
 @router.post(
@@ -110,13 +123,13 @@ def flags(
 def add_review(
     seq: Seq,
     body: ReviewCreate,
-    request: Request,
-    session: SessionDep,
+    session: WriteSessionDep,
     context: ContextDep,
     officer: OversightDep,
+    source_ip: SourceIpDep,
 ) -> ReviewRead:
     """Review an access event: `justified`, `violation` (a note is required) or `follow_up`."""
-    return service.add_review(session, context, officer, seq, body, client_address(request))
+    return context.reports.add_review(session, officer, seq, body, source_ip)
 
 
 @router.get(
@@ -125,12 +138,14 @@ def add_review(
     responses=NOT_FOUND,
     tags=["reports"],
 )
-def list_reviews(seq: Seq, session: SessionDep, _: ReaderDep) -> list[ReviewRead]:
+def list_reviews(
+    seq: Seq, session: ReadSessionDep, context: ContextDep, _: ReaderDep
+) -> list[ReviewRead]:
     """Every review of an event, oldest first."""
-    return service.list_reviews(session, seq)
+    return context.reports.list_reviews(session, seq)
 
 
-async def _stream(export: exports.EventsExport) -> AsyncIterator[bytes]:
+async def _stream(export: EventsExport) -> AsyncIterator[bytes]:
     try:
         while (chunk := await run_in_threadpool(export.next_chunk)) is not None:
             yield chunk
@@ -151,22 +166,13 @@ async def _stream(export: exports.EventsExport) -> AsyncIterator[bytes]:
 )
 def export_events(
     filters: Annotated[EventFilters, Query()],
-    request: Request,
     context: ContextDep,
-    sessions: SessionFactoriesDep,
     auditor: AuditorDep,
+    source_ip: SourceIpDep,
 ) -> StreamingResponse:
     """The events matching the filters as CSV (columns of contract section 7), streamed;
     the `X-Export-Id` header names the export for its signed manifest."""
-    export = exports.EventsExport(
-        context,
-        sessions,
-        filters,
-        actor=auditor.name,
-        actor_roles=sorted(auditor.roles),
-        source=auditor.name,
-        source_ip=client_address(request),
-    )
+    export = context.exports.events(filters, _exporter(auditor, source_ip))
     return StreamingResponse(
         _stream(export),
         media_type=CSV_MEDIA_TYPE,
@@ -187,26 +193,19 @@ def export_events(
 )
 def export_summary(
     query: Annotated[SummaryQuery, Query()],
-    request: Request,
-    session: SessionDep,
+    session: ReadSessionDep,
     context: ContextDep,
-    sessions: SessionFactoriesDep,
     auditor: AuditorDep,
+    source_ip: SourceIpDep,
 ) -> Response:
     """The summary report (parameters of `/v1/reports/summary`) as CSV, with `X-Export-Id`."""
-    export = exports.SummaryExport(
-        actor=auditor.name,
-        actor_roles=sorted(auditor.roles),
-        source=auditor.name,
-        source_ip=client_address(request),
-    )
-    body = export.run(session, context, sessions, query)
+    export_id, body = context.exports.summary(session, query, _exporter(auditor, source_ip))
     return Response(
         body,
         media_type=CSV_MEDIA_TYPE,
         headers={
-            "X-Export-Id": export.export_id,
-            "Content-Disposition": f'attachment; filename="summary-{export.export_id}.csv"',
+            "X-Export-Id": export_id,
+            "Content-Disposition": f'attachment; filename="summary-{export_id}.csv"',
         },
     )
 
@@ -219,10 +218,13 @@ def export_summary(
 )
 def export_manifest(
     export_id: str,
-    session: SessionDep,
+    session: ReadSessionDep,
     context: ContextDep,
-    sessions: SessionFactoriesDep,
     _: AuditorDep,
 ) -> Manifest:
     """The signed manifest of an export: rows, SHA-256 of the body, seq range, a checkpoint."""
-    return exports.manifest(session, context, sessions, export_id)
+    return context.exports.manifest(session, export_id)
+
+
+def _exporter(auditor: Principal, source_ip: str | None) -> Exporter:
+    return Exporter(auditor.name, sorted(auditor.roles), auditor.name, source_ip)

@@ -3,74 +3,78 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from itertools import groupby
+from operator import itemgetter
+from typing import Final
 
-from sqlalchemy import ARRAY, ColumnElement, Select, Text, any_, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from app.db import Read, is_sqlite
+from app.policy.evaluator import ActorProfile, TrainingRecord
 from app.users.models import Client, Training, User
 
 _users = User.__table__
 _training = Training.__table__
 _clients = Client.__table__
+# Names per IN list: well under every database's limit on bound parameters.
+CHUNK: Final = 500
 
 # The access path's queries, built once (Core, no ORM objects): they run on every decision.
-_ACTOR_COLUMNS = (
-    _users.c.username, _users.c.roles, _users.c.facilities, _users.c.volunteer, _users.c.active,
-    _training.c.module, _training.c.completed_on, _training.c.expires_on,
-)  # fmt: skip
-
-
-def _actor_rows(named: ColumnElement[bool]) -> Select[Any]:
-    return (
-        select(*_ACTOR_COLUMNS)
-        .outerjoin(_training, _training.c.user_id == _users.c.id)
-        .where(named)
-        .order_by(_users.c.username, _training.c.completed_on, _training.c.id)
+_ACTOR_ROWS = (
+    select(
+        _users.c.username, _users.c.roles, _users.c.facilities, _users.c.volunteer,
+        _users.c.active, _training.c.module, _training.c.completed_on, _training.c.expires_on,
     )
-
-
-def _active_clients(named: ColumnElement[bool]) -> Select[Any]:
-    return select(_clients.c.client_id).where(named, _clients.c.active)
-
-
-# The names as an IN list; on PostgreSQL as one array (`db.read_together` sends it in a
-# pipeline, which takes no IN list, and the statement text stays the same for any count).
-_ACTOR_ROWS = _actor_rows(_users.c.username.in_(bindparam("names", expanding=True)))
-_PG_ACTOR_ROWS = _actor_rows(_users.c.username == any_(bindparam("names", type_=ARRAY(Text))))
-_ACTIVE_CLIENTS = _active_clients(_clients.c.client_id.in_(bindparam("names", expanding=True)))
-_PG_ACTIVE_CLIENTS = _active_clients(
-    _clients.c.client_id == any_(bindparam("names", type_=ARRAY(Text)))
+    .outerjoin(_training, _training.c.user_id == _users.c.id)
+    .where(_users.c.username.in_(bindparam("names", expanding=True)))
+    .order_by(_users.c.username, _training.c.completed_on, _training.c.id)
+)  # fmt: skip
+_ACTIVE_CLIENTS = select(_clients.c.client_id).where(
+    _clients.c.client_id.in_(bindparam("names", expanding=True)), _clients.c.active
 )
 _CLIENT_ACTIVE = select(_clients.c.active).where(_clients.c.client_id == bindparam("client_id"))
+
+
+def _chunks(names: Iterable[str]) -> list[list[str]]:
+    ordered = sorted(set(names))
+    return [ordered[i : i + CHUNK] for i in range(0, len(ordered), CHUNK)]
 
 
 def user_by_username(session: Session, username: str) -> User | None:
     return session.scalar(select(User).where(User.username == username))
 
 
-def actor_reads(session: Session, usernames: Iterable[str]) -> list[Read]:
-    """Reads of the users of `usernames` (`db.read_together`): one row per training record
-    (or one with null training), with username, roles, facilities, volunteer, active,
-    module, completed_on, expires_on; ordered by username, then training completion."""
-    return _by_names(session, usernames, _ACTOR_ROWS, _PG_ACTOR_ROWS)
+def actor_profiles(session: Session, usernames: Iterable[str]) -> dict[str, ActorProfile]:
+    """The evaluator's view of each known user of `usernames` (no ORM objects)."""
+    profiles: dict[str, ActorProfile] = {}
+    for chunk in _chunks(usernames):
+        rows = session.execute(_ACTOR_ROWS, {"names": chunk})
+        for username, group in groupby(rows, key=itemgetter(0)):
+            user = list(group)
+            training: dict[str, list[TrainingRecord]] = {}
+            for *_, module, completed_on, expires_on in user:
+                if module is not None:
+                    training.setdefault(module, []).append(
+                        TrainingRecord(module, completed_on, expires_on)
+                    )
+            _, roles, facilities, volunteer, active, *_ = user[0]
+            profiles[username] = ActorProfile(
+                username=username,
+                roles=tuple(roles),
+                facilities=frozenset(facilities),
+                volunteer=volunteer,
+                active=active,
+                training={module: tuple(records) for module, records in training.items()},
+            )
+    return profiles
 
 
-def active_client_reads(session: Session, client_ids: Iterable[str]) -> list[Read]:
-    """Reads of which of `client_ids` are registered and active, one client_id per row."""
-    return _by_names(session, client_ids, _ACTIVE_CLIENTS, _PG_ACTIVE_CLIENTS)
-
-
-def _by_names(
-    session: Session, names: Iterable[str], listed: Select[Any], pg_array: Select[Any]
-) -> list[Read]:
-    ordered = sorted(set(names))
-    if not ordered:
-        return []
-    if is_sqlite(session):
-        return [(listed, {"names": ordered[i : i + 500]}) for i in range(0, len(ordered), 500)]
-    return [(pg_array, {"names": ordered})]
+def active_clients(session: Session, client_ids: Iterable[str]) -> set[str]:
+    """Which of `client_ids` are registered and active."""
+    active: set[str] = set()
+    for chunk in _chunks(client_ids):
+        active.update(session.scalars(_ACTIVE_CLIENTS, {"names": chunk}))
+    return active
 
 
 def list_users(session: Session, *, after: str | None, limit: int) -> list[User]:
