@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -61,7 +62,7 @@ def list_events(
 
 
 @router.get("/events/{seq}", response_model=EventRead, responses=NOT_FOUND, tags=["log"])
-def get_event(seq: Seq, session: ReadSessionDep, context: ContextDep, _: ReaderDep) -> EventRead:
+def get_event(seq: Seq, session: ReadSessionDep, context: ContextDep, _: ReaderDep) -> BaseModel:
     """One audit event by its sequence number."""
     return context.reports.get_event(session, seq)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -14,11 +15,16 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     WithJsonSchema,
+    create_model,
     field_validator,
 )
+from sqlalchemy import ColumnElement
 
+from app.db import UTCDateTime
+from app.ledger.models import EVENT_FIELDS, LIST, Event
 from app.ledger.schemas import ReasonRead
 from app.policy.reasons import Flag
+from app.reports.repository import CREEP_COLUMNS, FLAGGED_FIELDS
 
 Kind = Literal["decision", "report", "admin", "login", "export", "review"]
 Decision = Literal["allow", "deny"]
@@ -135,69 +141,62 @@ class FlagsQuery(_Page, EventFilters):
     newest_first: bool = Field(False, description="order by seq descending")
 
 
-class EventRead(BaseModel):
-    """An audit event: the fields of contract section 7 in order, then the ones that follow."""
+def _field_type(column: ColumnElement[Any]) -> Any:
+    """The Python type of an event column, as the read schemas show it."""
+    kind: Any
+    if column.info == LIST:
+        kind = list[str]
+    elif column.name == "details":
+        kind = dict[str, Any]
+    elif isinstance(column.type, UTCDateTime):
+        kind = datetime
+    else:
+        kind = column.type.python_type
+    return kind | None if column.nullable else kind
 
-    seq: int
-    event_id: str
-    kind: str
-    recorded_at: datetime
-    occurred_at: datetime
-    actor: str | None
-    actor_roles: list[str]
-    action: str | None
-    action_category: str | None
-    record_type: str | None
-    record_id: str | None
-    facility: str | None
-    purpose: str | None
-    justification: str | None
-    break_glass: bool | None
-    decision: str | None
-    reasons: list[ReasonRead]
-    flags: list[str]
-    source: str | None
-    client_event_id: str | None
-    policy_version: str | None
-    prev_hash: str
-    hash: str
-    workstation: str | None
-    source_ip: str | None
-    details: dict[str, Any]
+
+def event_schema(
+    name: str, doc: str, fields: Sequence[str] = EVENT_FIELDS, **more: Any
+) -> type[BaseModel]:
+    """A read schema of the event fields `fields` (in that order), typed and described as
+    the model declares them; `reasons` come explained (code and message); `more` adds
+    fields of its own (pydantic `create_model` definitions)."""
+    columns = Event.__table__.columns
+    definitions: dict[str, Any] = {
+        field: (
+            list[ReasonRead] if field == "reasons" else _field_type(columns[field]),
+            Field(description=columns[field].doc),
+        )
+        for field in fields
+    }
+    model: type[BaseModel] = create_model(name, __doc__=doc, **definitions, **more)
+    return model
+
+
+EventRead = event_schema(
+    "EventRead",
+    "An audit event: the fields of contract section 7 in order, then the ones that follow.",
+)
 
 
 class EventPage(BaseModel):
-    items: list[EventRead]
+    items: list[EventRead]  # type: ignore[valid-type]
     next_cursor: str | None
 
 
-class AccessRead(BaseModel):
-    """One entry of the accounting of disclosures: who, when, what, why, and the decision."""
-
-    seq: int
-    occurred_at: datetime
-    actor: str | None
-    actor_roles: list[str]
-    action: str | None
-    action_category: str | None
-    facility: str | None
-    purpose: str | None
-    justification: str | None
-    break_glass: bool | None
-    decision: str | None
-    reasons: list[ReasonRead]
-    flags: list[str]
-    kind: str
-    recorded_at: datetime
-    source: str | None
-    workstation: str | None
-    event_id: str
+AccessRead = event_schema(
+    "AccessRead",
+    "One entry of the accounting of disclosures: who, when, what, why, and the decision.",
+    ("seq", "occurred_at", "actor", "actor_roles", "action", "action_category", "facility",
+     "purpose", "justification", "break_glass", "decision", "reasons", "flags", "kind",
+     "recorded_at", "source", "workstation", "event_id"),
+)  # fmt: skip
 
 
 class AccessPage(BaseModel):
     record_type: str
     record_id: str
-    items: list[AccessRead]
+    items: list[AccessRead]  # type: ignore[valid-type]
     next_cursor: str | None
 
 
@@ -216,18 +215,11 @@ class SummaryReport(BaseModel):
     until: datetime | None
 
 
-class CreepAttempt(BaseModel):
-    """A `sworn` or `enforcement` action attempted by an actor holding a Guard role."""
-
-    seq: int
-    occurred_at: datetime
-    actor: str | None
-    actor_roles: list[str]
-    action: str | None
-    action_category: str | None
-    facility: str | None
-    decision: str | None
-    kind: str
+CreepAttempt = event_schema(
+    "CreepAttempt",
+    "A `sworn` or `enforcement` action attempted by an actor holding a Guard role.",
+    CREEP_COLUMNS,
+)
 
 
 class ReasonCount(BaseModel):
@@ -249,7 +241,7 @@ class MissionCreep(BaseModel):
     attempts: int
     denied: int
     by_actor: list[ActorCount]
-    events: list[CreepAttempt]
+    events: list[CreepAttempt]  # type: ignore[valid-type]
 
 
 class DenialsReport(BaseModel):
@@ -295,33 +287,20 @@ class ReviewRead(BaseModel):
     reviewed_at: datetime
 
 
-class FlaggedEvent(BaseModel):
-    seq: int
-    event_id: str
-    kind: str
-    occurred_at: datetime
-    actor: str | None
-    actor_roles: list[str]
-    action: str | None
-    action_category: str | None
-    record_type: str | None
-    record_id: str | None
-    facility: str | None
-    purpose: str | None
-    justification: str | None
-    break_glass: bool | None
-    decision: str | None
-    reasons: list[ReasonRead]
-    flags: list[str]
-    status: ReviewStatus
-    reviews: int
-    latest_review: ReviewRead | None
+FlaggedEvent = event_schema(
+    "FlaggedEvent",
+    "A flagged access event with its review state.",
+    FLAGGED_FIELDS,
+    status=(ReviewStatus, Field(description="`open` (never reviewed) or `reviewed`")),
+    reviews=(int, Field(description="how many reviews it has")),
+    latest_review=(ReviewRead | None, Field(description="the latest review, if any")),
+)
 
 
 class FlagsReport(BaseModel):
     open: int = Field(description="flagged events matching the filters never reviewed")
     reviewed: int = Field(description="flagged events matching the filters reviewed at least once")
-    items: list[FlaggedEvent]
+    items: list[FlaggedEvent]  # type: ignore[valid-type]
     next_cursor: str | None
 
 

@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydantic import BaseModel
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
@@ -99,7 +100,7 @@ def criteria(
     )
 
 
-def event_read(event: Event) -> EventRead:
+def event_read(event: Event) -> BaseModel:
     values = {name: getattr(event, name) for name in READ_FIELDS if name != "reasons"}
     return EventRead(**values, reasons=explain(event.reasons, event.details))
 
@@ -143,7 +144,7 @@ class Reports:
         )
         return EventPage(items=[event_read(e) for e in events], next_cursor=next_cursor)
 
-    def get_event(self, session: Session, seq: int) -> EventRead:
+    def get_event(self, session: Session, seq: int) -> BaseModel:
         return event_read(_event(session, seq))
 
     def record_accesses(
@@ -198,29 +199,33 @@ class Reports:
         rows = repository.denials(
             session, selected, sorted(policy.guard_roles), sorted(policy.guard_forbidden)
         )
-        attempts: list[CreepAttempt] = []
+        creep: list[Row[Any]] = []
         sections: dict[str, dict[str | None, int]] = {"reason": {}, "actor": {}, "facility": {}}
         total = 0
         for row in rows:
             if row.part == "creep":
-                # Typed columns straight from the database: built without re-validation, as
-                # a whole mission can hold tens of thousands of attempts.
-                values = {name: getattr(row, name) for name in repository.CREEP_COLUMNS}
-                attempts.append(CreepAttempt.model_construct(**values))
+                creep.append(row)
             elif row.part == "total":
                 total = row.n
             else:
                 sections[row.part][row.key] = row.n
-        attempts.sort(key=lambda attempt: attempt.seq)
+        creep.sort(key=lambda row: row.seq)
         creep_actors: dict[str | None, int] = {}
-        for attempt in attempts:
-            creep_actors[attempt.actor] = creep_actors.get(attempt.actor, 0) + 1
+        for row in creep:
+            creep_actors[row.actor] = creep_actors.get(row.actor, 0) + 1
         return DenialsReport(
             mission_creep=MissionCreep(
-                attempts=len(attempts),
-                denied=sum(1 for attempt in attempts if attempt.decision == "deny"),
+                attempts=len(creep),
+                denied=sum(1 for row in creep if row.decision == "deny"),
                 by_actor=[ActorCount(actor=a, count=n) for a, n in _ranked(creep_actors)],
-                events=attempts,
+                # Typed columns straight from the database: built without re-validation, as
+                # a whole mission can hold tens of thousands of attempts.
+                events=[
+                    CreepAttempt.model_construct(
+                        **{n: getattr(row, n) for n in repository.CREEP_COLUMNS}
+                    )
+                    for row in creep
+                ],
             ),
             denied=total,
             by_reason=[ReasonCount(reason=str(r), count=n) for r, n in _ranked(sections["reason"])],
@@ -316,12 +321,8 @@ def _event(session: Session, seq: int) -> Event:
     return event
 
 
-def _flagged_event(row: Row[Any]) -> FlaggedEvent:
-    values = {
-        name: getattr(row, name)
-        for name in repository.FLAGGED_COLUMNS
-        if name not in ("reasons", "details")
-    }
+def _flagged_event(row: Row[Any]) -> BaseModel:
+    values = {name: getattr(row, name) for name in repository.FLAGGED_FIELDS if name != "reasons"}
     latest = None
     if row.review_seq is not None:
         details = row.review_details or {}
