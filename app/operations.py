@@ -45,11 +45,33 @@ class Metrics:
             ["kind", "decision"],
             registry=self.registry,
         )
+        self._judged: dict[tuple[str, str], Any] = {}
+        self._requests: dict[tuple[str, str, str], Any] = {}
+        self._latency: dict[tuple[str, str], Any] = {}
         self.ledger_failures = Counter(
             "audit_ledger_write_failures_total",
             "Requests that could not be written to the log",
             registry=self.registry,
         )
+
+    # The labelled children, kept: looking one up costs more than counting (every request).
+    def judged(self, kind: str, decision: str, count: int) -> None:
+        """Count `count` access events of `kind` judged `decision`."""
+        child = self._judged.get((kind, decision))
+        if child is None:
+            child = self._judged[(kind, decision)] = self.decisions.labels(kind, decision)
+        child.inc(count)
+
+    def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, str(status))
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(*key)
+        child.inc()
+        timer = self._latency.get((method, route))
+        if timer is None:
+            timer = self._latency[(method, route)] = self.latency.labels(method, route)
+        timer.observe(seconds)
 
 
 class MetricsMiddleware:
@@ -77,10 +99,7 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], path).observe(
-                time.perf_counter() - started
-            )
+            self.metrics.request_done(scope["method"], path, status, time.perf_counter() - started)
 
 
 @router.get("/healthz")

@@ -100,7 +100,6 @@ class MemorySampler(threading.Thread):
 def create_auditor(url: str, key_file: Path) -> None:
     from app.config import Settings
     from app.context import build_context
-    from app.users import service
     from app.users.schemas import UserCreate
 
     settings = Settings(database_url=url, policy_dir=POLICY_DIR, signing_key_file=key_file,
@@ -108,12 +107,12 @@ def create_auditor(url: str, key_file: Path) -> None:
                         argon2_memory_cost=1024)  # fmt: skip
     context = build_context(settings)
     try:
-        with context.writer() as session, session.begin():
+        with context.database.transaction() as session:
             body = UserCreate(username=AUDITOR, full_name="Bench Auditor", roles=["auditor"],
                               password=PASSWORD)  # fmt: skip
-            service.create_user(session, context, None, body)
+            context.users.create_user(session, None, body)
     finally:
-        context.engine.dispose()
+        context.dispose()
 
 
 def stream_export(base: str, headers: dict[str, str], out: Path | None) -> dict[str, Any]:

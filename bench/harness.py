@@ -1,6 +1,17 @@
 """What the benchmarks share: a database of their own, the real server, a realistic roster
 and request mix, and the table/JSON output. Not a benchmark itself (running it does nothing).
 
+The benchmarks meet the service only where its contract is fixed: its command line
+(`access-audit migrate | serve | users add`, configured by the AUDIT_* environment) and its
+HTTP API. The roster and the integration client are made over HTTP by an administrator the
+command line bootstrapped (`bootstrapped_service`). From the `app` package only the
+migrations (`app.migrate.upgrade`) and the policy loader are imported, here, never its
+internals, which may change under the benchmarks.
+
+The code measured is the code of this checkout: it is put first on the import path, here
+and in every server started (PYTHONPATH), whatever an editable install of the virtualenv
+points at.
+
 Everything talks to 127.0.0.1 only, and everything started here is stopped or dropped on the
 way out, errors included.
 """
@@ -37,6 +48,9 @@ POLICY_DIR = ROOT / "policies"
 VENV_BIN = Path(sys.executable).parent
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 HOST = "127.0.0.1"
+
+if str(ROOT) not in sys.path[:1]:  # this checkout's `app`, not the one a venv points at
+    sys.path.insert(0, str(ROOT))
 
 FACILITY_PREFIX = {"greene": "GRN", "phelps": "PHE", "ste_genevieve": "STG"}
 CLERK_ACTIONS = {  # action -> the purposes a careful clerk uses for it
@@ -98,63 +112,154 @@ def roster(clerks: int = 40, logistics: int = 12, supervisors: int = 4) -> list[
     return actors
 
 
-def bootstrap(
-    database_url: str, policy_dir: Path, key_file: Path, actors: Sequence[ActorSpec]
-) -> tuple[str, str]:
-    """Create the actors (with training) and one integration client through the users
-    service, as an administrator would; returns (client_id, client_secret)."""
-    from app.config import Settings
-    from app.context import build_context
-    from app.deps import Principal
-    from app.users import service
-    from app.users.schemas import ClientCreate, TrainingCreate, UserCreate, UserUpdate
-
-    settings = Settings(
-        database_url=database_url,
-        policy_dir=policy_dir,
-        signing_key_file=key_file,
-        secret_key=secrets.token_urlsafe(48),
-        argon2_time_cost=1,
-        argon2_memory_cost=1024,
+def create_admin(env: dict[str, str], cwd: Path) -> tuple[str, str]:
+    """The first administrator, made with the command line as an operator would
+    (`access-audit users add NAME --role admin --password -`); returns (username, password)."""
+    username, password = "bench.admin", secrets.token_urlsafe(24)
+    done = subprocess.run(
+        [*cli_command(), "users", "add", username, "--role", "admin", "--password", "-"],
+        input=password + "\n",
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
-    context = build_context(settings)
-    admin = Principal("user", "bench.admin", frozenset({"admin"}))
-    today = context.policy.local_date(context.clock())
-    try:
-        with context.writer() as session, session.begin():
-            for actor in actors:
-                service.create_user(
-                    session,
-                    context,
-                    admin,
-                    UserCreate(
-                        username=actor.username,
-                        full_name=actor.username.title(),
-                        roles=list(actor.roles),
-                        facilities=list(actor.facilities),
-                        volunteer=actor.volunteer,
-                    ),
-                )
-                if actor.training_age_days is not None:
-                    done = today - timedelta(days=actor.training_age_days)
-                    for module in TRAINING:
-                        service.add_training(
-                            session,
-                            context,
-                            admin,
-                            actor.username,
-                            TrainingCreate(module=module, completed_on=done),
-                        )
-                if not actor.active:
-                    service.update_user(
-                        session, context, admin, actor.username, UserUpdate(active=False)
-                    )
-            client, secret = service.create_client(
-                session, context, admin, ClientCreate(name="Case management (bench)")
+    if done.returncode != 0:
+        raise RuntimeError(f"access-audit users add failed ({done.returncode}):\n{done.stderr}")
+    return username, password
+
+
+@dataclass
+class Bootstrapped:
+    """What `bootstrap` made: the integration client, and how the HTTP calls went."""
+
+    client_id: str
+    client_secret: str
+    calls: int = 0
+    # A 404 for the user just created (201): the service answered before its commit was
+    # visible; the call is retried, and the count reported (it is the service's to fix).
+    stale_reads: int = 0
+
+
+def bootstrap(base: str, admin: tuple[str, str], actors: Sequence[ActorSpec]) -> Bootstrapped:
+    """Create the actors (with training; the inactive ones deactivated) and one integration
+    client over the admin HTTP API of the running server at `base`, logged in as `admin`
+    (see `create_admin`), on one keep-alive connection.
+
+    Training dates count back from this machine's date: a day off the mission's time zone
+    is nothing beside training ages of 30 to 400 days."""
+    today = date.today()
+    made = Bootstrapped("", "")
+    with httpx.Client(base_url=base, timeout=60) as http:
+
+        def call(method: str, path: str, body: dict[str, Any], just_made: bool = False) -> Any:
+            for _ in range(100):
+                made.calls += 1
+                response = http.request(method, path, json=body)
+                if not (just_made and response.status_code == 404):
+                    break
+                made.stale_reads += 1
+                time.sleep(0.01)
+            if response.status_code >= 300:
+                raise RuntimeError(f"{method} {path} -> {response.status_code}: {response.text}")
+            return response.json()
+
+        username, password = admin
+        token = _token(http, {"grant_type": "password", "username": username, "password": password})
+        http.headers["authorization"] = f"Bearer {token}"
+        for actor in actors:
+            user = {
+                "username": actor.username,
+                "full_name": actor.username.title(),
+                "roles": list(actor.roles),
+                "facilities": list(actor.facilities),
+                "volunteer": actor.volunteer,
+            }
+            call("POST", "/v1/users", user)
+            if actor.training_age_days is not None:
+                done = (today - timedelta(days=actor.training_age_days)).isoformat()
+                for module in TRAINING:
+                    training = {"module": module, "completed_on": done}
+                    call("POST", f"/v1/users/{actor.username}/training", training, True)
+            if not actor.active:
+                call("PATCH", f"/v1/users/{actor.username}", {"active": False}, True)
+        client = call("POST", "/v1/clients", {"name": "Case management (bench)"})
+    made.client_id, made.client_secret = str(client["client_id"]), str(client["client_secret"])
+    return made
+
+
+def _token(http: httpx.Client, form: dict[str, str]) -> str:
+    response = http.post("/v1/auth/token", data=form)
+    if response.status_code != 200:
+        raise RuntimeError(f"POST /v1/auth/token -> {response.status_code}: {response.text}")
+    return str(response.json()["access_token"])
+
+
+@dataclass
+class Service:
+    """The real server, bootstrapped: where it answers and the integration client's token."""
+
+    running: Running
+    env: dict[str, str]
+    token: str
+    made: Bootstrapped
+    seconds: float  # to bootstrap: the command line, the server's start and the HTTP calls
+    http_seconds: float  # of which the roster and the client over HTTP
+
+    @property
+    def client_id(self) -> str:
+        return self.made.client_id
+
+    @property
+    def client_secret(self) -> str:
+        return self.made.client_secret
+
+    def bootstrap_facts(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "http_seconds": self.http_seconds,
+            "http_calls": self.made.calls,
+            "stale_reads_retried": self.made.stale_reads,
+        }
+
+    def bootstrap_line(self) -> str:
+        line = (
+            f"bootstrap: {self.seconds:.1f} s ({self.made.calls} HTTP calls "
+            f"in {self.http_seconds:.1f} s)"
+        )
+        if self.made.stale_reads:
+            line += (
+                f"; WARNING {self.made.stale_reads} times a user just created (201) was "
+                "not found (404) by the next call: retried"
             )
-            return client.client_id, secret
-    finally:
-        context.engine.dispose()
+        return line
+
+
+@contextmanager
+def bootstrapped_service(
+    database_url: str,
+    policy_dir: Path,
+    workdir: Path,
+    actors: Sequence[ActorSpec],
+    port: int | None = None,
+    log_name: str = "server.log",
+) -> Iterator[Service]:
+    """`access-audit serve` (one worker) on a migrated database, with an admin made by the
+    command line, the actors and one integration client made over HTTP, and that client's
+    token. The server is stopped when the block ends."""
+    key_file = workdir / "signing.pem"
+    env = server_env(database_url, policy_dir, key_file)
+    started = time.perf_counter()
+    admin = create_admin(env, workdir)
+    port = port or free_port()
+    with server(app_server_command(port), env, port, workdir / log_name, workdir) as running:
+        over_http = time.perf_counter()
+        made = bootstrap(running.base, admin, actors)
+        token = client_token(running.base, made.client_id, made.client_secret)
+        done = time.perf_counter()
+        yield Service(running, env, token, made, done - started, done - over_http)
 
 
 # --- the request mix ----------------------------------------------------------------------
@@ -341,8 +446,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def checkout_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` with this checkout first on PYTHONPATH: a command started with it (the
+    `access-audit` of the virtualenv, uvicorn) runs this checkout's `app`, even where the
+    virtualenv's editable install points at another one."""
+    path = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return {**env, "PYTHONPATH": path}
+
+
 def server_env(database_url: str, policy_dir: Path, key_file: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_")}
+    env = checkout_env({k: v for k, v in os.environ.items() if not k.startswith("AUDIT_")})
     env.update(
         AUDIT_DATABASE_URL=database_url,
         AUDIT_SECRET_KEY=secrets.token_urlsafe(48),
@@ -352,10 +465,15 @@ def server_env(database_url: str, policy_dir: Path, key_file: Path) -> dict[str,
     return env
 
 
+def cli_command() -> list[str]:
+    """The `access-audit` command of this virtualenv."""
+    return [str(VENV_BIN / "access-audit")]
+
+
 def app_server_command(port: int) -> list[str]:
     """The real server: `access-audit serve`, one worker."""
     return [
-        str(VENV_BIN / "access-audit"),
+        *cli_command(),
         "serve",
         "--host",
         HOST,
@@ -375,11 +493,50 @@ class Running:
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU time the server has used so far (Linux /proc; else None)."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.pid)
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process `pid` (all its threads) so far; None if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def driver_dsn(database_url: str) -> str:
+    """The libpq form of a SQLAlchemy PostgreSQL URL (for psycopg itself)."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def backend_cpu(database_url: str) -> dict[int, float] | None:
+    """CPU seconds so far of each PostgreSQL backend connected to this database (its own
+    server on this machine), by pid; None on SQLite or where it cannot be read."""
+    if not database_url.startswith("postgresql"):
+        return None
+    import psycopg
+
+    with psycopg.connect(driver_dsn(database_url), autocommit=True) as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
+    cpu = {pid: process_cpu_seconds(pid) for pid in pids}
+    return None if any(v is None for v in cpu.values()) else {k: v or 0.0 for k, v in cpu.items()}
+
+
+def backend_cpu_spent(
+    before: dict[int, float] | None, after: dict[int, float] | None
+) -> float | None:
+    """CPU seconds the database's backends spent between two `backend_cpu` snapshots (a
+    backend born in between counts from zero; one gone in between is missed)."""
+    if before is None or after is None:
+        return None
+    return sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in after.items())
 
 
 @contextmanager

@@ -159,7 +159,9 @@ def load(database_url: str, n: int, seed: int, key_file: Path) -> LoadedLog:
     from app.ledger.models import Checkpoint, Event, SigningKey
     from app.ledger.signing import Signer, checkpoint_message
 
-    signer = Signer.load_or_create(key_file)
+    if not key_file.exists():
+        key_file.write_bytes(Signer.new_key_pem())
+    signer = Signer.from_pem_file(key_file)
     engine = make_engine(database_url)
     started = time.perf_counter()
     loaded = LoadedLog(events=0, seconds=0.0)

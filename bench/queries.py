@@ -57,7 +57,6 @@ def _cases(
     context: Any, loaded: LoadedLog
 ) -> list[tuple[str, float, Callable[[random.Random], Any]]]:
     """(name, target in ms, one call) for every timed read."""
-    from app.reports import service
     from app.reports.schemas import (
         AccessQuery,
         DenialsQuery,
@@ -70,45 +69,43 @@ def _cases(
 
     def record(rng: random.Random) -> Any:
         record_type, record_id = rng.choice(loaded.records)
-        with context.reader() as session:
-            return service.record_accesses(
-                session, context, record_type, record_id, AccessQuery()
+        with context.database.reader() as session:
+            return context.reports.record_accesses(
+                session, record_type, record_id, AccessQuery()
             ).model_dump_json()
 
     def actor_month(rng: random.Random) -> Any:
         i = rng.randrange(11)
         query = EventQuery(actor=rng.choice(loaded.actors), since=months[i],
                            until=months[i + 1], limit=1000)  # fmt: skip
-        with context.reader() as session:
-            page = service.list_events(session, context, query)
+        with context.database.reader() as session:
+            page = context.reports.list_events(session, query)
             return page.model_dump_json()
 
     def deep_page(rng: random.Random) -> Any:
         query = EventQuery(facility=rng.choice(FACILITIES), decision="deny")
         after = int(loaded.events * rng.uniform(0.80, 0.97))
-        cursor = service.encode_cursor(context, "events", query, after)
-        with context.reader() as session:
-            page = service.list_events(
-                session, context, query.model_copy(update={"cursor": cursor})
-            )
+        cursor = context.cursors.encode("events", query.model_dump(mode="json"), after)
+        with context.database.reader() as session:
+            page = context.reports.list_events(session, query.model_copy(update={"cursor": cursor}))
             return page.model_dump_json()
 
     def summary(group_by: list[str]) -> Callable[[random.Random], Any]:
         def run(_: random.Random) -> Any:
-            with context.reader() as session:
+            with context.database.reader() as session:
                 query = SummaryQuery(group_by=group_by)  # type: ignore[arg-type]
-                return service.summary_report(session, context, query).model_dump_json()
+                return context.reports.summary_report(session, query).model_dump_json()
 
         return run
 
     def denials(_: random.Random) -> Any:
-        with context.reader() as session:
-            return service.denials_report(session, context, DenialsQuery()).model_dump_json()
+        with context.database.reader() as session:
+            return context.reports.denials_report(session, DenialsQuery()).model_dump_json()
 
     def open_flags(_: random.Random) -> Any:
-        with context.reader() as session:
+        with context.database.reader() as session:
             query = FlagsQuery(status="open", newest_first=True, limit=20)
-            return service.flags_report(session, context, query).model_dump_json()
+            return context.reports.flags_report(session, query).model_dump_json()
 
     return [
         ("record accesses", FAST_MS, record),
@@ -157,7 +154,7 @@ def bench_database(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                 print(f"[{kind}] {name}: p50 {median(times):.1f} ms, p95 {p95:.1f} ms",
                       file=sys.stderr)  # fmt: skip
         finally:
-            context.engine.dispose()
+            context.dispose()
     return {"database": kind, "events": loaded.events, "load_seconds": loaded.seconds,
             "cases": cases}  # fmt: skip
 

@@ -30,7 +30,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from harness import PG_SERVER, ROOT, VENV_BIN, Table, database, machine, write_results
+from harness import (
+    PG_SERVER,
+    ROOT,
+    VENV_BIN,
+    Table,
+    checkout_env,
+    database,
+    machine,
+    write_results,
+)
 from sqlalchemy import insert, text
 
 from app.db import make_engine
@@ -140,7 +149,7 @@ def run_verify(url: str, to_seq: int | None = None) -> dict[str, Any]:
     command = [str(VENV_BIN / "access-audit"), "verify", "--json"]
     if to_seq is not None:
         command += ["--to-seq", str(to_seq)]
-    env = {**os.environ, "AUDIT_DATABASE_URL": url}
+    env = checkout_env({**os.environ, "AUDIT_DATABASE_URL": url})
     started = time.perf_counter()
     process = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
