@@ -118,7 +118,7 @@ def test_the_rows_read_do_not_grow_with_the_actors_activity(
         assert count == expected
         opened = locked._opened
         read = [len(rows) for rows in [*opened.latest.values(), *opened.earliest.values()]]
-        assert len(read) == 2  # the bucket of `now` and the one before
+        assert 1 <= len(read) <= 2  # the bucket of `now`, and the one before if needed
         assert max(read) <= limit
 
 

@@ -21,7 +21,7 @@ other query.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
@@ -87,8 +87,8 @@ class Opened:
 
     head: tuple[int, str] | None  # (seq, hash) of the last event; None for an empty log
     logged: dict[IdempotencyKey, LoggedEvent]
-    latest: dict[WindowBucket, list[TouchRow]]
-    earliest: dict[WindowBucket, list[TouchRow]]
+    latest: Mapping[WindowBucket, list[TouchRow]]
+    earliest: Mapping[WindowBucket, list[TouchRow]]
 
 
 @lru_cache(maxsize=4096)
@@ -186,6 +186,18 @@ def _logged(row: Sequence[Any], decode_json: bool) -> LoggedEvent:
     return LoggedEvent(*values)
 
 
+class _OnDemand(dict[WindowBucket, list[TouchRow]]):
+    """Buckets' rows, each read the first time it is asked for."""
+
+    def __init__(self, read: Callable[[WindowBucket], list[TouchRow]]) -> None:
+        super().__init__()
+        self._read = read
+
+    def __missing__(self, bucket: WindowBucket) -> list[TouchRow]:
+        rows = self[bucket] = self._read(bucket)
+        return rows
+
+
 class SqliteStore(AppendStore):
     """SQLite: timestamps as `YYYY-MM-DD HH:MM:SS.ffffff` text, JSON as its text."""
 
@@ -229,25 +241,28 @@ class SqliteStore(AppendStore):
                 for row in driver.execute(self._LOGGED, (source, json.dumps(ids))):
                     event = _logged(row, decode_json=True)
                     logged[(event.source, event.client_event_id)] = event
-            latest = {
-                (actor, bucket): driver.execute(
-                    self._LATEST, (actor, windows.width, bucket, windows.limit)
-                ).fetchall()
-                for actor, bucket in windows.latest
-            }
-            earliest = {
-                (actor, bucket): driver.execute(
-                    self._EARLIEST, (actor, windows.width, bucket, windows.limit)
-                ).fetchall()
-                for actor, bucket in windows.earliest
-            }
         except self._errors as exc:
             raise self._wrapped(exc) from exc
+
+        def reader(statement: str) -> Callable[[WindowBucket], list[TouchRow]]:
+            def read(bucket: WindowBucket) -> list[TouchRow]:
+                try:
+                    rows: list[TouchRow] = driver.execute(
+                        statement, (bucket[0], windows.width, bucket[1], windows.limit)
+                    ).fetchall()
+                except self._errors as exc:
+                    raise self._wrapped(exc) from exc
+                return rows
+
+            return read
+
+        # In process, a bucket is read when a count first needs it (a count that reaches
+        # the limit in the bucket of its instant never reads the one before).
         return Opened(
             head=(head[0], head[1]) if head else None,
             logged=logged,
-            latest=latest,
-            earliest=earliest,
+            latest=_OnDemand(reader(self._LATEST)),
+            earliest=_OnDemand(reader(self._EARLIEST)),
         )
 
     def insert(

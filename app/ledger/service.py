@@ -273,19 +273,19 @@ class LockedAppend:
         bucket = at_us // width_us
         since = at_us - width_us
         records: set[tuple[str, str]] = set()
-        # The bucket before: rows touched last after `since`, the latest first.
-        rows = self._opened.latest[(actor, bucket - 1)]
-        for record_type, record_id, _, last_us in rows:
-            if last_us <= since:
+        # The bucket of `at`: rows touched first at or before it, the earliest first.
+        rows = self._opened.earliest[(actor, bucket)]
+        for record_type, record_id, first_us, _ in rows:
+            if first_us > at_us:
                 break
             records.add((record_type, record_id))
         else:
             if len(rows) >= limit:
                 return None
-        # The bucket of `at`: rows touched first at or before it, the earliest first.
-        rows = self._opened.earliest[(actor, bucket)]
-        for record_type, record_id, first_us, _ in rows:
-            if first_us > at_us:
+        # The bucket before: rows touched last after `since`, the latest first.
+        rows = self._opened.latest[(actor, bucket - 1)]
+        for record_type, record_id, _, last_us in rows:
+            if last_us <= since:
                 break
             records.add((record_type, record_id))
         else:

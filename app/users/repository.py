@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from itertools import groupby
-from operator import itemgetter
 from typing import Final
 
 from sqlalchemy import bindparam, select
@@ -20,14 +18,16 @@ _clients = Client.__table__
 CHUNK: Final = 500
 
 # The access path's queries, built once (Core, no ORM objects): they run on every decision.
-_ACTOR_ROWS = (
-    select(
-        _users.c.username, _users.c.roles, _users.c.facilities, _users.c.volunteer,
-        _users.c.active, _training.c.module, _training.c.completed_on, _training.c.expires_on,
-    )
-    .outerjoin(_training, _training.c.user_id == _users.c.id)
-    .where(_users.c.username.in_(bindparam("names", expanding=True)))
-    .order_by(_users.c.username, _training.c.completed_on, _training.c.id)
+# Users and their training apart, so that each user's JSON columns are decoded once.
+_ACTORS = select(
+    _users.c.id, _users.c.username, _users.c.roles, _users.c.facilities, _users.c.volunteer,
+    _users.c.active,
+).where(_users.c.username.in_(bindparam("names", expanding=True)))  # fmt: skip
+_TRAINING = (
+    select(_training.c.user_id, _training.c.module, _training.c.completed_on,
+           _training.c.expires_on)
+    .where(_training.c.user_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_training.c.user_id, _training.c.completed_on, _training.c.id)
 )  # fmt: skip
 _ACTIVE_CLIENTS = select(_clients.c.client_id).where(
     _clients.c.client_id.in_(bindparam("names", expanding=True)), _clients.c.active
@@ -46,27 +46,31 @@ def user_by_username(session: Session, username: str) -> User | None:
 
 def actor_profiles(session: Session, usernames: Iterable[str]) -> dict[str, ActorProfile]:
     """The evaluator's view of each known user of `usernames` (no ORM objects)."""
-    profiles: dict[str, ActorProfile] = {}
-    for chunk in _chunks(usernames):
-        rows = session.execute(_ACTOR_ROWS, {"names": chunk})
-        for username, group in groupby(rows, key=itemgetter(0)):
-            user = list(group)
-            training: dict[str, list[TrainingRecord]] = {}
-            for *_, module, completed_on, expires_on in user:
-                if module is not None:
-                    training.setdefault(module, []).append(
-                        TrainingRecord(module, completed_on, expires_on)
-                    )
-            _, roles, facilities, volunteer, active, *_ = user[0]
-            profiles[username] = ActorProfile(
-                username=username,
-                roles=tuple(roles),
-                facilities=frozenset(facilities),
-                volunteer=volunteer,
-                active=active,
-                training={module: tuple(records) for module, records in training.items()},
+    users = [
+        row for chunk in _chunks(usernames) for row in session.execute(_ACTORS, {"names": chunk})
+    ]
+    training: dict[int, dict[str, list[TrainingRecord]]] = {}
+    ids = [row.id for row in users]
+    for start in range(0, len(ids), CHUNK):
+        for user_id, module, completed_on, expires_on in session.execute(
+            _TRAINING, {"ids": ids[start : start + CHUNK]}
+        ):
+            training.setdefault(user_id, {}).setdefault(module, []).append(
+                TrainingRecord(module, completed_on, expires_on)
             )
-    return profiles
+    return {
+        row.username: ActorProfile(
+            username=row.username,
+            roles=tuple(row.roles),
+            facilities=frozenset(row.facilities),
+            volunteer=row.volunteer,
+            active=row.active,
+            training={
+                module: tuple(records) for module, records in training.get(row.id, {}).items()
+            },
+        )
+        for row in users
+    }
 
 
 def active_clients(session: Session, client_ids: Iterable[str]) -> set[str]:
