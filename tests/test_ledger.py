@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.context import AppContext, build_context
 from app.ledger.canonical import GENESIS_HASH, canonical_bytes, chain_hash
 from app.ledger.models import Checkpoint, Event
-from app.ledger.service import NewEvent
+from app.ledger.service import NewEvent, random_uuids
 from app.main import create_app
 from app.users.schemas import UserCreate
 from tests.conftest import PASSWORD, make_settings
@@ -130,6 +131,17 @@ def test_twenty_concurrent_logins_leave_one_gap_free_chain(
         assert event.hash == chain_hash(prev, canonical_bytes(row))
         prev = event.hash
     context.dispose()
+
+
+def test_event_ids_are_random_version_4_uuids() -> None:
+    ids = random_uuids(2000)
+    assert len(set(ids)) == 2000
+    for event_id in ids:
+        parsed = uuid.UUID(event_id)
+        assert str(parsed) == event_id
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+    assert random_uuids(0) == []
 
 
 def test_an_events_fields_are_declared_once() -> None:

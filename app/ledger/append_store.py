@@ -310,7 +310,12 @@ class PostgresStore(AppendStore):
     _LATEST = _WINDOW.format(order="v.last_us DESC")
     _EARLIEST = _WINDOW.format(order="v.first_us")
     _COPY = f"COPY events ({_EVENT_COLUMNS}) FROM STDIN"
-    _UPKEEP = _UPKEEP.format(marks=", ".join(["%s"] * 7), least="LEAST", greatest="GREATEST")
+    # One statement for the whole list (its keys are distinct: ON CONFLICT may touch a row
+    # once): per-row statements cost the backend and the driver about twice as much.
+    _UPKEEP = _UPKEEP.replace("VALUES ({marks})", (
+        "SELECT * FROM unnest(%s::text[], %s::integer[], %s::bigint[], %s::text[], "
+        "%s::text[], %s::bigint[], %s::bigint[])"
+    )).format(least="LEAST", greatest="GREATEST")  # fmt: skip
 
     def storage_row(self, values: Sequence[Any]) -> tuple[Any, ...]:
         row = list(values)  # the canonical timestamp text is a valid timestamptz
@@ -387,7 +392,9 @@ class PostgresStore(AppendStore):
                     for row in rows:
                         copy.write_row(row)
                 if touches:
-                    cursor.executemany(self._UPKEEP, touches)
+                    cursor.execute(
+                        self._UPKEEP, [list(column) for column in zip(*touches, strict=True)]
+                    )
         except self._errors as exc:
             raise self._wrapped(exc) from exc
 
