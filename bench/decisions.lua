@@ -1,12 +1,14 @@
 -- wrk script of bench/decisions.py: POST pre-built bodies, one after the other, and report
 -- in done() one machine-readable line.
 --
---   wrk -t1 -cC -dDs -s bench/decisions.lua URL -- BODIES TOKEN [OFFSET]
+--   wrk -t1 -cC -dDs -s bench/decisions.lua URL -- BODIES TOKEN [OFFSET [CONTENT_TYPE]]
 --
 -- BODIES: a file of request bodies, one JSON document a line (each its own client_event_id,
 -- or the same body on one line for a single actor). The requests cycle through them from
 -- line OFFSET+1 on; `wrapped` in the report says how often the file ran out (a body, and so
--- a client_event_id, sent twice). TOKEN: the bearer token ("-" for none).
+-- a client_event_id, sent twice). TOKEN: the bearer token ("-" for none). CONTENT_TYPE:
+-- of the bodies, application/json unless given (bench/isolation.py floods the token
+-- endpoint with form bodies).
 --
 -- The report: `WRK_RESULT {json}` with requests, duration (µs), bytes, socket errors
 -- (connect, read, write, timeout), errors.status (wrk's count of statuses > 399), the
@@ -37,7 +39,7 @@ function init(args)
    if #bodies == 0 then
       error("no request bodies in " .. args[1])
    end
-   headers = { ["Content-Type"] = "application/json" }
+   headers = { ["Content-Type"] = args[4] or "application/json" }
    if args[2] and args[2] ~= "-" then
       headers["Authorization"] = "Bearer " .. args[2]
    end

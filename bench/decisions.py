@@ -228,11 +228,11 @@ def drive(
     seconds: int,
     bodies: Path,
     token: str | None,
-    idle: Running,
+    idle: Running | None,
     database_url: str | None = None,
 ) -> Run:
     """One wrk run against `running`, and the CPU it and the database's backends spent (and
-    the `idle` server, which should spend next to none)."""
+    the `idle` server, if any, which should spend next to none)."""
     command = [
         wrk,
         "-t1",
@@ -249,9 +249,9 @@ def drive(
         "0",
     ]
     db_before = backend_cpu(database_url) if database_url else None
-    before, idle_before = running.cpu_seconds(), idle.cpu_seconds()
+    before, idle_before = running.cpu_seconds(), idle.cpu_seconds() if idle else None
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    after, idle_after = running.cpu_seconds(), idle.cpu_seconds()
+    after, idle_after = running.cpu_seconds(), idle.cpu_seconds() if idle else None
     db_after = backend_cpu(database_url) if database_url else None
     lines = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
     if done.returncode != 0 or not lines:

@@ -245,8 +245,9 @@ def bootstrapped_service(
     actors: Sequence[ActorSpec],
     port: int | None = None,
     log_name: str = "server.log",
+    workers: int = 1,
 ) -> Iterator[Service]:
-    """`access-audit serve` (one worker) on a migrated database, with an admin made by the
+    """`access-audit serve` (`workers`) on a migrated database, with an admin made by the
     command line, the actors and one integration client made over HTTP, and that client's
     token. The server is stopped when the block ends."""
     key_file = workdir / "signing.pem"
@@ -254,7 +255,8 @@ def bootstrapped_service(
     started = time.perf_counter()
     admin = create_admin(env, workdir)
     port = port or free_port()
-    with server(app_server_command(port), env, port, workdir / log_name, workdir) as running:
+    command = app_server_command(port, workers)
+    with server(command, env, port, workdir / log_name, workdir) as running:
         over_http = time.perf_counter()
         made = bootstrap(running.base, admin, actors)
         token = client_token(running.base, made.client_id, made.client_secret)
@@ -470,8 +472,8 @@ def cli_command() -> list[str]:
     return [str(VENV_BIN / "access-audit")]
 
 
-def app_server_command(port: int) -> list[str]:
-    """The real server: `access-audit serve`, one worker."""
+def app_server_command(port: int, workers: int = 1) -> list[str]:
+    """The real server: `access-audit serve`, one worker unless told."""
     return [
         *cli_command(),
         "serve",
@@ -480,7 +482,7 @@ def app_server_command(port: int) -> list[str]:
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
     ]
 
 
