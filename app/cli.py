@@ -93,7 +93,28 @@ def _parser() -> argparse.ArgumentParser:
         "(repeat for rotated keys)",
     )
     verify.set_defaults(run=_verify)
+
+    log_cmd = sub.add_parser("log", help="the verifiable log's identity")
+    log_sub = log_cmd.add_subparsers(metavar="ACTION")
+    info = log_sub.add_parser("info", help="print the log's origin and verifier key (vkey)")
+    info.set_defaults(run=_log_info)
     return parser
+
+
+def _log_info(_: argparse.Namespace) -> int:
+    from app.context import build_context
+
+    context = build_context(Settings())
+    try:
+        context.start()
+        with context.database.transaction() as session:
+            origin = context.transparency.origin_for(session)
+            vkey = context.transparency.vkey(session)
+    finally:
+        context.dispose()
+    print(f"origin {origin}")
+    print(f"vkey   {vkey}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     lockout_threshold: int = Field(default=5, ge=1)
     lockout_minutes: int = Field(default=15, ge=1)
     checkpoint_interval: int = Field(default=1000, ge=1, le=1000)
+    # The verifiable log (contract section 13): its name in checkpoints (generated once per
+    # database when unset), and how soon a checkpoint of the tree follows a commit.
+    log_origin: str | None = Field(default=None, min_length=1, max_length=255, pattern=r"^[^\s+]+$")
+    checkpoint_seconds: float = Field(default=1.0, gt=0, le=3600)
     # argon2 cost; production keeps the library's defaults, tests lower them for speed.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_cost: int = Field(default=65_536, ge=8)

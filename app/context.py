@@ -23,6 +23,7 @@ from app.keys import service_keys
 from app.ledger import service as ledger_service
 from app.ledger.append_store import store_for
 from app.ledger.service import Ledger, VolumeRule
+from app.ledger.transparency import Publisher, TransparencyLog
 from app.pagination import Cursors
 from app.policy.evaluator import CompiledPolicy
 from app.policy.loader import load_policy
@@ -38,6 +39,7 @@ class AppContext:
     database: Database
     policy: CompiledPolicy
     ledger: Ledger
+    transparency: TransparencyLog
     tokens: TokenService
     cursors: Cursors
     logins: Logins
@@ -48,9 +50,17 @@ class AppContext:
     exports: Exports
 
     def start(self) -> None:
-        """The start-up step that needs the database (`ledger_service.start`)."""
+        """The start-up step that needs the database (`ledger_service.start`), and the
+        log's origin and first tree checkpoint."""
         with self.database.transaction() as session:
             ledger_service.start(session, self.ledger)
+            self.transparency.origin_for(session)
+            self.transparency.publish(session)
+
+    def publisher(self) -> Publisher:
+        """The background signer of tree checkpoints (started by the served app)."""
+        interval = self.settings.checkpoint_seconds
+        return Publisher(self.database, self.transparency, interval)
 
     def dispose(self) -> None:
         self.database.dispose()
@@ -97,6 +107,7 @@ def build_context(
         database=database,
         policy=policy,
         ledger=ledger,
+        transparency=TransparencyLog(keys.signer, settings.log_origin, signing_clock),
         tokens=tokens,
         cursors=cursors,
         logins=Logins(

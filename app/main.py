@@ -16,6 +16,7 @@ from app.context import AppContext, attach, build_context
 from app.dashboard.router import STATIC_PATH, static_files
 from app.dashboard.router import router as dashboard_router
 from app.errors import install_handlers
+from app.ledger.log_router import router as log_router
 from app.ledger.router import router as integrity_router
 from app.reports.router import router as reports_router
 from app.users.router import router as users_router
@@ -44,11 +45,14 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
             built = build_context(settings or Settings())
             built.start()
             attach(app, built)
+            publisher = built.publisher()
+            publisher.start()
             # What start-up built lives as long as the process: keep the cyclic collector
             # from re-scanning it in every full collection (they stall list requests).
             gc.freeze()
         yield
         if owned:
+            publisher.stop()
             app.state.context.dispose()
 
     app = FastAPI(
@@ -69,6 +73,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(auth_router)
     app.include_router(users_router)
     app.include_router(integrity_router)
+    app.include_router(log_router)
     app.include_router(reports_router)
     app.include_router(dashboard_router)
     app.mount(STATIC_PATH, static_files, name="dashboard-static")

@@ -105,3 +105,20 @@ def test_demo_if_empty_does_not_load_into_a_used_database(
     assert main(["demo", "--if-empty"]) == 0
     assert "not loaded by the demo" in capsys.readouterr().out
     assert _user(environment, "dps.okafor") is None
+
+
+def test_log_info_prints_a_generated_origin_kept_with_the_database(
+    environment: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.ledger.note import Verifier
+
+    assert main(["log", "info"]) == 0
+    first = capsys.readouterr().out.split()
+    origin, vkey = first[1], first[3]
+    assert origin.startswith("access-audit.invalid/")
+    assert Verifier.from_vkey(vkey).name == origin  # a valid signed-note vkey
+    assert main(["log", "info"]) == 0
+    assert capsys.readouterr().out.split()[1] == origin  # generated once, then kept
+    monkeypatch.setenv("AUDIT_LOG_ORIGIN", "audit.dps.example/guard-mission")
+    assert main(["log", "info"]) == 0
+    assert capsys.readouterr().out.split()[1] == "audit.dps.example/guard-mission"

@@ -111,10 +111,12 @@ def test_a_decision_that_cannot_be_written_fails_alone(
     store = type(context.ledger.store)
     real_insert = store.insert
 
-    def insert(self: AppendStore, session: Any, rows: Sequence[Any], touches: Any) -> None:
+    def insert(
+        self: AppendStore, session: Any, rows: Sequence[Any], touches: Any, tree: Any
+    ) -> None:
         if any("poison" in str(row) for row in rows):
             raise DataError("INSERT INTO events", {}, Exception("invalid byte sequence"))
-        real_insert(self, session, rows, touches)
+        real_insert(self, session, rows, touches, tree)
 
     monkeypatch.setattr(store, "insert", insert)
     bodies = [

@@ -204,3 +204,38 @@ def test_tile_paths(level: int | None, index: int, width: int | None, path: str)
 def test_malformed_tile_paths_are_refused(elements: list[str]) -> None:
     with pytest.raises(ValueError, match=r"."):
         merkle.parse_tile_index(elements)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_growing_the_stored_tree_in_batches_gives_every_tile(seed: int) -> None:
+    """Appends of random sizes (single events, batches across tile boundaries, a batch that
+    completes a level-1 tile) store exactly the hashes of the tiles of the whole tree."""
+    rng = random.Random(seed)
+    leaves = [merkle.leaf_hash(f"event {i}".encode()) for i in range(256 * 256 + 300)]
+    stored: dict[tuple[int, int], bytes] = {}
+    asked: list[int] = []
+
+    def read(level: int, start: int, end: int) -> list[bytes]:
+        asked.append(end - start)
+        return [stored[(level, p)] for p in range(start, end)]
+
+    size = 0
+    while size < len(leaves):
+        n = min(rng.choice([1, 1, 3, 255, 256, 1000, 4000]), len(leaves) - size)
+        for level, position, value in merkle.grow(size, leaves[size : size + n], read):
+            assert (level, position) not in stored  # only ever inserted
+            stored[(level, position)] = value
+        size += n
+    for (level, index), data in merkle.tiles_of(leaves).items():
+        got = b"".join(
+            stored[(level, p)]
+            for p in range(index * 256, index * 256 + len(data) // merkle.HASH_SIZE)
+        )
+        assert got == data, (level, index)
+    assert max(asked) < 256  # only the head of the first tile of a level is ever read
+
+
+def test_growing_a_tree_that_lacks_hashes_is_refused() -> None:
+    leaves = [merkle.leaf_hash(bytes([i])) for i in range(256)]
+    with pytest.raises(ProofError, match="lacks hashes"):
+        merkle.grow(200, leaves[200:], lambda level, start, end: [])

@@ -46,8 +46,18 @@ GUARDED: list[tuple[str, str, set[str]]] = [
     ("GET", "/v1/exports/events.csv", {"auditor"}),
     ("GET", "/v1/exports/summary.csv", {"auditor"}),
     ("GET", "/v1/exports/{export_id}/manifest", {"auditor"}),
+    ("GET", "/v1/log/tile/entries/{rest}", READERS),
+    ("GET", "/v1/log/proof/inclusion", READERS),
+    ("GET", "/v1/events/{seq}/proof", READERS),
 ]
-PUBLIC = {("POST", "/v1/auth/token")}
+# Hashes only, for anyone (contract section 13).
+PUBLIC = {
+    ("POST", "/v1/auth/token"),
+    ("GET", "/v1/log/checkpoint"),
+    ("GET", "/v1/log/key"),
+    ("GET", "/v1/log/tile/{level}/{rest}"),
+    ("GET", "/v1/log/proof/consistency"),
+}
 
 
 def _concrete(path: str) -> str:
@@ -58,6 +68,7 @@ def _concrete(path: str) -> str:
         .replace("{record_type}", "detainee_case")
         .replace("{record_id}", "GRN-1")
         .replace("{export_id}", "x")
+        .replace("{rest}", "000")
     )
 
 

@@ -10,6 +10,7 @@ document quotes them; tests/test_integrity_doc.py checks that they still agree),
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import hashlib
 import io
@@ -22,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.ledger.canonical import GENESIS_HASH, canonical_bytes, chain_hash
 from app.ledger.export_format import CSV_COLUMNS, csv_row
+from app.ledger.merkle import inclusion_proof, leaf_hash, node_hash
+from app.ledger.note import Checkpoint, NoteSigner
 from app.ledger.signing import Signer, checkpoint_message, manifest_message
 
 # A throwaway key everyone can rebuild: its 32-byte private seed is the SHA-256 of this text.
@@ -90,6 +93,7 @@ EVENTS: list[dict[str, Any]] = [
     },
 ]
 SIGNED_AT = datetime(2025, 11, 4, 3, 15, 0, 0, tzinfo=UTC)
+ORIGIN = "example.invalid/access-audit-docs"
 EXPORT_ID = "0d7c3b52-61a4-4c89-b0f2-9e8d7c6b5a43"
 
 
@@ -104,8 +108,11 @@ def example() -> dict[str, Any]:
     values: dict[str, Any] = {"seed": hashlib.sha256(SEED_TEXT).hexdigest()}
     prev = GENESIS_HASH
     rows = []
+    leaves = []
     for event in EVENTS:
         body = canonical_bytes(event)
+        leaves.append(leaf_hash(body))
+        values[f"leaf_{event['seq']}"] = leaves[-1].hex()
         digest = chain_hash(prev, body)
         rows.append({**event, "prev_hash": prev, "hash": digest})
         values[f"canonical_{event['seq']}"] = body.decode("utf-8")
@@ -149,17 +156,44 @@ def example() -> dict[str, Any]:
         manifest_message=manifest_bytes.decode("utf-8"),
         manifest=manifest,
     )
+    values.update(tree(key, leaves))
     return values
 
 
+def tree(key: Signer, leaves: list[bytes]) -> dict[str, str]:
+    """The tree of the two events: its root, a checkpoint note, the log's vkey, and event
+    1's inclusion proof as a tlog-proof."""
+    root = node_hash(leaves[0], leaves[1])
+    note_key = NoteSigner(ORIGIN, key.private_key)
+    text = Checkpoint(ORIGIN, len(leaves), root).text
+    note = text + "\n" + note_key.signature_line(text)
+    path = inclusion_proof(lambda level, index: leaves[index], 0, len(leaves))
+    assert path == [leaves[1]]
+    proof_lines = [
+        "c2sp.org/tlog-proof@v1",
+        "index 0",
+        *(base64.b64encode(h).decode() for h in path),
+    ]
+    return {
+        "root_hex": root.hex(),
+        "checkpoint_note": note,
+        "log_vkey": note_key.verifier.vkey,
+        "tlog_proof_1": "\n".join(proof_lines) + "\n\n" + note,
+    }
+
+
 def write(folder: Path) -> None:
-    """The example's files: events.csv, manifest.json, checkpoint.json, public-key.pem."""
+    """The example's files: events.csv, manifest.json, checkpoint.json, public-key.pem, and
+    the tree's checkpoint.note, log.vkey and event-1.tlog-proof."""
     values = example()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "events.csv").write_bytes(values["csv"].encode("utf-8"))
     (folder / "manifest.json").write_text(json.dumps(values["manifest"], indent=2) + "\n")
     (folder / "checkpoint.json").write_text(json.dumps(values["checkpoint"], indent=2) + "\n")
     (folder / "public-key.pem").write_text(values["public_key_pem"])
+    (folder / "checkpoint.note").write_text(values["checkpoint_note"])
+    (folder / "log.vkey").write_text(values["log_vkey"] + "\n")
+    (folder / "event-1.tlog-proof").write_text(values["tlog_proof_1"])
 
 
 def main() -> int:

@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from app.ledger.merkle import StoredHash
 from app.ledger.models import EVENT_FIELDS, JSON_FIELDS, TIMESTAMP_FIELDS
 
 # One constant key for the transaction-scoped advisory lock that serialises appends.
@@ -128,10 +129,25 @@ class AppendStore:
         raise NotImplementedError
 
     def insert(
-        self, session: Session, rows: Sequence[tuple[Any, ...]], touches: Sequence[TouchUpkeep]
+        self,
+        session: Session,
+        rows: Sequence[tuple[Any, ...]],
+        touches: Sequence[TouchUpkeep],
+        tree: Sequence[StoredHash],
     ) -> None:
-        """Insert events (rows of `storage_row`) and keep the volume summary up to date."""
+        """Insert events (rows of `storage_row`), keep the volume summary up to date and
+        store the tree's new hashes."""
         raise NotImplementedError
+
+    def stored_hashes(self, session: Session, level: int, start: int, end: int) -> list[bytes]:
+        """The tree's stored hashes of tile level `level`, positions start … end - 1."""
+        try:
+            rows = self._driver(session).execute(self._STORED, (level, start, end)).fetchall()
+        except self._errors as exc:
+            raise self._wrapped(exc) from exc
+        return [bytes(row[0]) for row in rows]
+
+    _STORED: str  # the statement of `stored_hashes`, in the driver's parameter style
 
     def rebuild_windows(self, session: Session, width: int) -> None:
         """Recompute the volume summary for `width` from the log; every other width goes."""
@@ -169,6 +185,10 @@ _UPKEEP = (
     "last_us = {greatest}(volume_touches.last_us, excluded.last_us)"
 )
 _HEAD = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+_STORED_HASHES = (
+    "SELECT hash FROM tree_hashes WHERE tile_level = {mark} AND position >= {mark} "
+    "AND position < {mark} ORDER BY position"
+)
 
 
 def _by_source(keys: Iterable[IdempotencyKey]) -> list[tuple[str, list[str]]]:
@@ -215,6 +235,8 @@ class SqliteStore(AppendStore):
     _EARLIEST = _WINDOW.format(order="first_us")
     _INSERT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join('?' * len(EVENT_FIELDS))})"
     _UPKEEP = _UPKEEP.format(marks=", ".join("?" * 7), least="min", greatest="max")
+    _TREE = "INSERT INTO tree_hashes (tile_level, position, hash) VALUES (?, ?, ?)"
+    _STORED = _STORED_HASHES.format(mark="?")
 
     def storage_row(self, values: Sequence[Any]) -> tuple[Any, ...]:
         row = list(values)
@@ -266,13 +288,18 @@ class SqliteStore(AppendStore):
         )
 
     def insert(
-        self, session: Session, rows: Sequence[tuple[Any, ...]], touches: Sequence[TouchUpkeep]
+        self,
+        session: Session,
+        rows: Sequence[tuple[Any, ...]],
+        touches: Sequence[TouchUpkeep],
+        tree: Sequence[StoredHash],
     ) -> None:
         driver = self._driver(session)
         try:
             driver.executemany(self._INSERT, rows)
             if touches:
                 driver.executemany(self._UPKEEP, touches)
+            driver.executemany(self._TREE, tree)
         except self._errors as exc:
             raise self._wrapped(exc) from exc
 
@@ -316,6 +343,11 @@ class PostgresStore(AppendStore):
         "SELECT * FROM unnest(%s::text[], %s::integer[], %s::bigint[], %s::text[], "
         "%s::text[], %s::bigint[], %s::bigint[])"
     )).format(least="LEAST", greatest="GREATEST")  # fmt: skip
+    _TREE = (
+        "INSERT INTO tree_hashes (tile_level, position, hash) "
+        "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])"
+    )
+    _STORED = _STORED_HASHES.format(mark="%s")
 
     def storage_row(self, values: Sequence[Any]) -> tuple[Any, ...]:
         row = list(values)  # the canonical timestamp text is a valid timestamptz
@@ -383,7 +415,11 @@ class PostgresStore(AppendStore):
         )
 
     def insert(
-        self, session: Session, rows: Sequence[tuple[Any, ...]], touches: Sequence[TouchUpkeep]
+        self,
+        session: Session,
+        rows: Sequence[tuple[Any, ...]],
+        touches: Sequence[TouchUpkeep],
+        tree: Sequence[StoredHash],
     ) -> None:
         driver = self._driver(session)
         try:
@@ -395,6 +431,8 @@ class PostgresStore(AppendStore):
                     cursor.execute(
                         self._UPKEEP, [list(column) for column in zip(*touches, strict=True)]
                     )
+                if tree:
+                    cursor.execute(self._TREE, [list(column) for column in zip(*tree, strict=True)])
         except self._errors as exc:
             raise self._wrapped(exc) from exc
 

@@ -306,3 +306,37 @@ def tiles_of(leaf_hashes: Sequence[bytes]) -> dict[tuple[int, int], bytes]:
         ]
         level += 1
     return tiles
+
+
+# (tile_level, position, hash): a stored hash of the tree. Tile level 0 holds the leaf
+# hashes; tile level L the hashes of the complete subtrees of 256**L leaves (one per full
+# tile of level L - 1). Tile L/N is positions N*256 … N*256+255 of tile level L.
+StoredHash = tuple[int, int, bytes]
+# stored(tile_level, start, end): the stored hashes of positions start … end - 1.
+StoredReader = Callable[[int, int, int], Sequence[bytes]]
+
+
+def grow(size: int, leaves: Sequence[bytes], stored: StoredReader) -> list[StoredHash]:
+    """The hashes to store when `leaves` (leaf hashes) are appended to the tree of `size`:
+    the leaves themselves, and at each higher tile level one hash per tile that the append
+    completes below it. Only the first tile of a level can hold hashes stored before:
+    `stored` is asked for them (at most 255 a level, only when that tile completes)."""
+    rows: list[StoredHash] = []
+    level, first, new = 0, size, list(leaves)
+    while new:
+        rows.extend((level, first + i, value) for i, value in enumerate(new))
+        end = first + len(new)
+        tile = first // TILE_WIDTH
+        parents: list[bytes] = []
+        for n in range(tile, end // TILE_WIDTH):
+            start = n * TILE_WIDTH
+            if start < first:
+                before = list(stored(level, start, first))
+                if len(before) != first - start:
+                    raise ProofError(f"the tree lacks hashes {start}-{first - 1} of level {level}")
+                hashes = before + new[: start + TILE_WIDTH - first]
+            else:
+                hashes = new[start - first : start - first + TILE_WIDTH]
+            parents.append(root_of_complete(hashes))
+        level, first, new = level + 1, tile, parents
+    return rows

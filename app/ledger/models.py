@@ -1,5 +1,6 @@
-"""Ledger tables: events (hash-chained), checkpoints (signed heads), signing keys, and the
-volume-window summary the ledger keeps beside the events.
+"""Ledger tables: events (hash-chained), checkpoints (signed heads), signing keys, the
+Merkle tree over the events with its signed tree checkpoints, and the volume-window
+summary the ledger keeps beside the events.
 
 `Event` is the one declaration of an event's fields: their names, order (contract section
 7: the hashed fields, the chain, then the fields that follow), types and meaning. The
@@ -12,7 +13,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, JSONList, UTCDateTime
@@ -168,3 +180,41 @@ class VolumeWidth(Base):
 
     width: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     built_through_seq: Mapped[int] = mapped_column(Integer)
+
+
+class TreeHash(Base):
+    """The Merkle tree over the events (docs/integrity.md, "The tree"): exactly the hashes
+    that C2SP tiles carry. Tile level 0 holds the leaf hashes (`position` = seq - 1); tile
+    level L the hash of each complete subtree of 256**L leaves (position N: leaves from
+    N * 256**L). Tile L/N is positions N*256 … N*256+255 of level L; the levels between are
+    rebuilt from these when a proof needs them. Kept at append, in the appending
+    transaction; derived from the events alone, and only ever inserted.
+    """
+
+    __tablename__ = "tree_hashes"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    tile_level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class TreeCheckpoint(Base):
+    """A C2SP checkpoint of the tree: the signed note (origin, size, root) as the log signed
+    it. Published within AUDIT_CHECKPOINT_SECONDS of any commit; never overwritten."""
+
+    __tablename__ = "tree_checkpoints"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text, doc="the signed note, the log's signature only")
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime, doc="when it was really signed")
+
+
+class LogSetting(Base):
+    """Facts about this log fixed once and kept with it (the generated origin)."""
+
+    __tablename__ = "log_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -3,13 +3,14 @@ verifier's stream. (The append path's own queries are in `append_store`.)"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Text, cast, delete, func, insert, literal_column, select
 from sqlalchemy.orm import Session
 
-from app.ledger.canonical import CANONICAL_ORDER
+from app.ledger.canonical import CANONICAL_ORDER, encode_canonical
 from app.ledger.models import (
     JSON_FIELDS,
     TIMESTAMP_FIELDS,
@@ -84,6 +85,19 @@ def chain_batches(
         yield from result.partitions()
     finally:
         result.close()
+
+
+def canonical_forms(session: Session, first: int, last: int) -> Iterator[tuple[int, bytes]]:
+    """(seq, canonical bytes) of the events `first` … `last`, in seq order: the tree's
+    leaves, as the append encoded them (docs/integrity.md §1)."""
+    json_at = [i for i, name in enumerate(CANONICAL_ORDER) if name in JSON_FIELDS]
+    for batch in chain_batches(session, first, last, batch_size=1000):
+        for row in batch:
+            values = list(row[: len(CANONICAL_ORDER)])
+            for i in json_at:
+                values[i] = json.loads(values[i])
+            body = dict(zip(CANONICAL_ORDER, values, strict=True))
+            yield body["seq"], encode_canonical(body)
 
 
 def next_seq_after(session: Session, seq: int) -> int | None:

@@ -77,3 +77,31 @@ class PublicKeyRead(BaseModel):
     @field_serializer("created_at")
     def _created_at(self, value: datetime | None) -> str | None:
         return format_timestamp(value) if value is not None else None
+
+
+class ConsistencyProofRead(BaseModel):
+    """RFC 9162 §2.1.4 PROOF(old_size, D[0:new_size]): the tree of `old_size` is a prefix
+    of the tree of `new_size` (empty when old is 0 or equal to new)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    old_size: int
+    new_size: int
+    hashes: list[str] = Field(
+        description="base64 SHA-256 hashes, in the RFC's order",
+        examples=[["fO3ZTdbr2ZbJyU8WJ3vHRcJBYmt9j5qAY3zUs3k7u8U="]],
+    )
+
+
+class InclusionProofRead(BaseModel):
+    """RFC 9162 §2.1.3 PATH(index, D[0:tree_size]) for one event, with the signed
+    checkpoint of that size (a C2SP signed note) to check the root against."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    seq: int
+    index: int = Field(description="the leaf index: seq - 1")
+    tree_size: int
+    leaf_hash: str = Field(description="base64 SHA-256(0x00 || the event's canonical bytes)")
+    hashes: list[str] = Field(description="base64, from the leaf's sibling up to the root")
+    checkpoint: str = Field(description="the signed checkpoint note of `tree_size`")

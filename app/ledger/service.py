@@ -13,6 +13,7 @@ import os
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Final
 
 from sqlalchemy import String
@@ -32,6 +33,7 @@ from app.ledger.append_store import (
     WindowReads,
 )
 from app.ledger.canonical import GENESIS_HASH, chain_hash, encode_canonical, format_timestamp
+from app.ledger.merkle import ProofError, grow, leaf_hash
 from app.ledger.models import CONTENT_FIELDS, EVENT_FIELDS, HASHED_FIELDS, Checkpoint, Event
 from app.ledger.signing import Signer, checkpoint_message
 from app.ledger.verify import Verification, verify_chain
@@ -314,6 +316,8 @@ class LockedAppend:
         touched: dict[tuple[str, int, str, str], list[int]] = {}
         checkpoints: list[dict[str, Any]] = []
         appended: list[Appended] = []
+        leaves: list[bytes] = []
+        size = seq
         event_ids = random_uuids(len(events))
         for event, event_id in zip(events, event_ids, strict=True):
             seq += 1
@@ -328,7 +332,9 @@ class LockedAppend:
                 recorded_at=recorded_at,
                 occurred_at=format_timestamp(occurred),
             )
-            digest = chain_hash(prev, encode_canonical({n: values[n] for n in HASHED_FIELDS}))
+            canonical = encode_canonical({n: values[n] for n in HASHED_FIELDS})
+            digest = chain_hash(prev, canonical)
+            leaves.append(leaf_hash(canonical))
             values.update(prev_hash=prev, hash=digest)
             rows.append(storage_row([values[name] for name in EVENT_FIELDS]))
             appended.append(Appended(seq, event_id, digest))
@@ -347,7 +353,13 @@ class LockedAppend:
             (actor, width, bucket, record_type, record_id, first, last)
             for (actor, bucket, record_type, record_id), (first, last) in touched.items()
         ]
-        ledger.store.insert(self._session, rows, upkeep)
+        session, store = self._session, ledger.store
+        try:
+            tree = grow(size, leaves, partial(store.stored_hashes, session))
+        except ProofError as exc:
+            log.error("the Merkle tree does not match the log at seq %d: %s", size + 1, exc)
+            raise LedgerUnavailable("the audit log's tree is damaged: run verify") from exc
+        store.insert(session, rows, upkeep, tree)
         if checkpoints:
             ledger.publish_key(self._session)
             repository.insert_checkpoints(self._session, checkpoints)

@@ -1,0 +1,314 @@
+"""The verifiable log (docs/integrity.md, "The tree"): the Merkle tree's signed checkpoints,
+its tiles and entry bundles, and inclusion and consistency proofs, all read from the hashes
+the append stores (`models.TreeHash`).
+
+A checkpoint is a C2SP signed note `<origin>\\n<size>\\n<base64 root>\\n` signed with the
+log's Ed25519 key (the chain checkpoints' key) under the log's origin. `publish` signs the
+tree of every committed event when it has grown since the last checkpoint; the service
+calls it every AUDIT_CHECKPOINT_SECONDS (`Publisher`). Checkpoints are only ever added,
+and each extends the one before (the tree only grows): `consistency` proves it.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Final
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from app.clock import Clock
+from app.db import Base, Database
+from app.errors import Invalid, NotFound
+from app.ledger import repository
+from app.ledger.merkle import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    TILE_WIDTH,
+    HashAt,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    range_hash,
+    tile_hash_at,
+)
+from app.ledger.models import LogSetting, TreeCheckpoint, TreeHash
+from app.ledger.note import Checkpoint, NoteSigner
+from app.ledger.signing import Signer
+
+log = logging.getLogger("access_audit")
+
+ORIGIN_SETTING: Final = "origin"
+GENERATED_ORIGIN: Final = "access-audit.invalid/{}"
+PROOF_HEADER: Final = "c2sp.org/tlog-proof@v1"
+
+
+def b64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+class TransparencyLog:
+    """The log's identity (origin and note key) and what it publishes about its tree.
+
+    `origin` is AUDIT_LOG_ORIGIN when set; otherwise one generated once per database and
+    kept in `log_settings` (`origin_for`)."""
+
+    def __init__(self, signer: Signer, configured_origin: str | None, signing_clock: Clock):
+        self._key = signer.private_key
+        self._configured = configured_origin
+        self._origin: str | None = configured_origin
+        self.signing_clock = signing_clock
+
+    def origin_for(self, session: Session) -> str:
+        """The log's origin, generated and stored on first use when none is configured."""
+        if self._origin is None:
+            stored = session.get(LogSetting, ORIGIN_SETTING)
+            if stored is None:
+                generated = GENERATED_ORIGIN.format(uuid.uuid4())
+                # Workers starting together: the first one's origin stays.
+                _insert_new(session, LogSetting, {"name": ORIGIN_SETTING, "value": generated})
+                stored = session.get(LogSetting, ORIGIN_SETTING, populate_existing=True)
+            assert stored is not None
+            self._origin = stored.value
+        return self._origin
+
+    def note_signer(self, session: Session) -> NoteSigner:
+        return NoteSigner(self.origin_for(session), self._key)
+
+    def vkey(self, session: Session) -> str:
+        """The signed-note verifier key: `<origin>+<hex key id>+base64(0x01 || key)`."""
+        return self.note_signer(session).verifier.vkey
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def next_checkpoint(self, session: Session) -> TreeCheckpoint | None:
+        """A checkpoint of every committed event, signed now, if the tree grew since the
+        latest one (the empty tree's for a new log); None when there is nothing new."""
+        latest = session.scalar(select(func.max(TreeCheckpoint.size)))
+        head = repository.head(session)
+        size = head[0] if head else 0
+        if latest is not None and size <= latest:
+            return None
+        signer = self.note_signer(session)
+        root = tree_root(session, size)
+        text = Checkpoint(signer.name, size, root).text
+        return TreeCheckpoint(
+            size=size,
+            root=root,
+            note=text + "\n" + signer.signature_line(text),
+            signed_at=self.signing_clock(),
+        )
+
+    def publish(self, session: Session) -> TreeCheckpoint | None:
+        """`next_checkpoint`, stored (in one session: the CLI, start-up, tests)."""
+        row = self.next_checkpoint(session)
+        if row is not None:
+            store_checkpoint(session, row)
+        return row
+
+
+def store_checkpoint(session: Session, row: TreeCheckpoint) -> None:
+    """Store a signed checkpoint unless one of its size is stored already (a size has one
+    root: whoever signed it first, their note stays)."""
+    values = {"size": row.size, "root": row.root, "note": row.note, "signed_at": row.signed_at}
+    _insert_new(session, TreeCheckpoint, values)
+
+
+def _insert_new(session: Session, model: type[Base], values: dict[str, object]) -> None:
+    """Insert a row unless its primary key is taken (then the row there stays)."""
+    dialect = session.get_bind().dialect.name
+    upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(upsert(model).values(**values).on_conflict_do_nothing())
+
+
+def latest_checkpoint(session: Session) -> TreeCheckpoint | None:
+    return session.scalar(select(TreeCheckpoint).order_by(TreeCheckpoint.size.desc()).limit(1))
+
+
+def checkpoint_of_size(session: Session, size: int) -> TreeCheckpoint | None:
+    return session.get(TreeCheckpoint, size)
+
+
+def _latest_size(session: Session) -> int:
+    latest = latest_checkpoint(session)
+    if latest is None:
+        raise NotFound("no checkpoint of the tree has been published yet")
+    return latest.size
+
+
+# --- the stored tree -------------------------------------------------------------------
+
+
+def stored_tile(session: Session, level: int, index: int) -> bytes:
+    """The stored hashes of tile `level/index` (as many as the tree has, up to 256)."""
+    start = index * TILE_WIDTH
+    rows = session.execute(
+        select(TreeHash.position, TreeHash.hash)
+        .where(
+            TreeHash.tile_level == level,
+            TreeHash.position >= start,
+            TreeHash.position < start + TILE_WIDTH,
+        )
+        .order_by(TreeHash.position)
+    ).all()
+    hashes = []
+    for expected, (position, value) in enumerate(rows, start):
+        if position != expected or len(value) != HASH_SIZE:
+            break  # a gap or a damaged hash: the tile ends before it
+        hashes.append(bytes(value))
+    return b"".join(hashes)
+
+
+def hash_reader(session: Session) -> HashAt:
+    """A `HashAt` over the stored tiles, each tile read at most once."""
+    tiles: dict[tuple[int, int], bytes] = {}
+
+    def tile(level: int, index: int) -> bytes:
+        key = (level, index)
+        if key not in tiles:
+            tiles[key] = stored_tile(session, level, index)
+        return tiles[key]
+
+    return tile_hash_at(tile)
+
+
+def tree_root(session: Session, size: int) -> bytes:
+    """MTH of the first `size` events, from the stored tree."""
+    return range_hash(hash_reader(session), 0, size) if size else EMPTY_ROOT
+
+
+def tile(session: Session, level: int, index: int, width: int | None) -> bytes:
+    """Hash tile `level/index` (full, or its first `width` hashes); 404 if the tree does
+    not have it yet."""
+    data = stored_tile(session, level, index)
+    wanted = TILE_WIDTH if width is None else width
+    if len(data) < wanted * HASH_SIZE:
+        raise NotFound("the tree does not have this tile yet")
+    return data[: wanted * HASH_SIZE]
+
+
+def entry_bundle(session: Session, index: int, width: int | None) -> bytes:
+    """Entry bundle `index` (full, or its first `width` entries): each event's canonical
+    bytes behind a big-endian uint16 length, in seq order; 404 if the log is shorter."""
+    wanted = TILE_WIDTH if width is None else width
+    first = index * TILE_WIDTH + 1
+    parts: list[bytes] = []
+    for seq, canonical in repository.canonical_forms(session, first, first + wanted - 1):
+        if seq != first + len(parts):
+            break
+        parts.append(len(canonical).to_bytes(2, "big") + canonical)
+    if len(parts) < wanted:
+        raise NotFound("the log does not have this entry bundle yet")
+    return b"".join(parts)
+
+
+# --- proofs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyProof:
+    old_size: int
+    new_size: int
+    hashes: list[str]
+
+
+def consistency(session: Session, old: int, new: int) -> ConsistencyProof:
+    """The proof that the tree of size `old` is a prefix of the tree of size `new`; `new`
+    must not exceed the latest checkpoint's size (422 naming the parameter)."""
+    latest = _latest_size(session)
+    if new > latest:
+        message = f"new must not exceed the latest checkpoint's size {latest}"
+        raise Invalid(["query", "new"], message)
+    if old > new:
+        raise Invalid(["query", "old"], "old must not be greater than new")
+    hashes = consistency_proof(hash_reader(session), old, new)
+    return ConsistencyProof(old, new, [b64(h) for h in hashes])
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionProof:
+    seq: int
+    index: int
+    tree_size: int
+    leaf_hash: str
+    hashes: list[str]
+    checkpoint: str
+
+
+def inclusion(session: Session, seq: int, size: int | None) -> InclusionProof:
+    """The proof that event `seq` is leaf seq - 1 of the checkpointed tree of `size`
+    (default: the latest checkpoint's); 422 if seq > size, 404 without such a checkpoint."""
+    if size is None:
+        size = _latest_size(session)
+    if seq > size:
+        raise Invalid(["query", "seq"], f"seq {seq} is not in the tree of size {size}")
+    checkpoint = checkpoint_of_size(session, size)
+    if checkpoint is None:
+        raise NotFound(f"no checkpoint of size {size} was published")
+    forms = list(repository.canonical_forms(session, seq, seq))
+    if not forms:
+        raise NotFound(f"no event {seq}")
+    hashes = inclusion_proof(hash_reader(session), seq - 1, size)
+    return InclusionProof(
+        seq=seq,
+        index=seq - 1,
+        tree_size=size,
+        leaf_hash=b64(leaf_hash(forms[0][1])),
+        hashes=[b64(h) for h in hashes],
+        checkpoint=checkpoint.note,
+    )
+
+
+def proof_bundle(session: Session, seq: int) -> str:
+    """Event `seq` as a C2SP tlog-proof against the latest checkpoint: provable offline."""
+    proof = inclusion(session, seq, None)
+    lines = [PROOF_HEADER, f"index {proof.index}", *proof.hashes]
+    return "\n".join(lines) + "\n\n" + proof.checkpoint
+
+
+# --- publishing in the background ------------------------------------------------------
+
+
+class Publisher:
+    """Signs a checkpoint every `interval` seconds when the tree has grown: a daemon thread
+    per process. The checkpoint is made in a read session and stored in a short write
+    transaction, so the writers of the log wait for it no longer than for an insert; two
+    workers that sign the same size store it once."""
+
+    def __init__(self, database: Database, log_: TransparencyLog, interval: float) -> None:
+        self._database = database
+        self._log = log_
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="checkpoints", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def publish_once(self) -> TreeCheckpoint | None:
+        with self._database.reader() as session:
+            row = self._log.next_checkpoint(session)
+        if row is not None:
+            with self._database.transaction() as session:
+                store_checkpoint(session, row)
+        return row
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.publish_once()
+            except SQLAlchemyError as exc:  # the database is away: try again next time
+                log.warning("could not publish a tree checkpoint: %s", exc)
