@@ -83,9 +83,11 @@ def _arrivals(n: int, rng: random.Random, policy: Any) -> list[datetime]:
     return times
 
 
-def generate(n: int, seed: int) -> Iterator[list[dict[str, Any]]]:
-    """The log's rows (every column of `events`), chained, CHUNK rows at a time."""
+def generate(n: int, seed: int) -> Iterator[tuple[list[dict[str, Any]], list[bytes]]]:
+    """The log's rows (every column of `events`), chained, CHUNK rows at a time, with
+    their leaf hashes in the Merkle tree."""
     from app.ledger.canonical import GENESIS_HASH, canonical_bytes, chain_hash
+    from app.ledger.merkle import leaf_hash
     from app.policy.evaluator import AccessRequest
     from app.policy.loader import load_policy
 
@@ -95,6 +97,7 @@ def generate(n: int, seed: int) -> Iterator[list[dict[str, Any]]]:
     rng = random.Random(seed)
     prev = GENESIS_HASH
     chunk: list[dict[str, Any]] = []
+    leaves: list[bytes] = []
     for seq, arrived in enumerate(_arrivals(n, rng, policy), start=1):
         row: dict[str, Any] = {
             "seq": seq, "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
@@ -143,20 +146,24 @@ def generate(n: int, seed: int) -> Iterator[list[dict[str, Any]]]:
                 details={"reasons": [{"code": r.code.value, "message": r.message}
                                      for r in judgement.reasons]} if judgement.reasons else {},
             )  # fmt: skip
+        canonical = canonical_bytes(row)
         row["prev_hash"] = prev
-        row["hash"] = prev = chain_hash(prev, canonical_bytes(row))
+        row["hash"] = prev = chain_hash(prev, canonical)
         chunk.append(row)
+        leaves.append(leaf_hash(canonical))
         if len(chunk) == CHUNK:
-            yield chunk
-            chunk = []
+            yield chunk, leaves
+            chunk, leaves = [], []
     if chunk:
-        yield chunk
+        yield chunk, leaves
 
 
 def load(database_url: str, n: int, seed: int, key_file: Path) -> LoadedLog:
-    """Fill an empty, migrated database with N events (and their checkpoints)."""
+    """Fill an empty, migrated database with N events (their checkpoints, and the Merkle
+    tree the append would have kept)."""
     from app.db import make_engine
-    from app.ledger.models import Checkpoint, Event, SigningKey
+    from app.ledger.merkle import TreeBuilder
+    from app.ledger.models import Checkpoint, Event, SigningKey, TreeHash
     from app.ledger.signing import Signer, checkpoint_message
 
     if not key_file.exists():
@@ -173,7 +180,8 @@ def load(database_url: str, n: int, seed: int, key_file: Path) -> LoadedLog:
                 "key_id": signer.key_id, "public_key_pem": signer.public_key_pem,
                 "created_at": datetime.now(UTC),
             }])  # fmt: skip
-        for chunk in generate(n, seed):
+        tree = TreeBuilder()
+        for chunk, leaves in generate(n, seed):
             checkpoints = [
                 {"seq": r["seq"], "hash": r["hash"], "signed_at": r["recorded_at"],
                  "key_id": signer.key_id,
@@ -188,6 +196,10 @@ def load(database_url: str, n: int, seed: int, key_file: Path) -> LoadedLog:
                     conn.execute(insert(Event.__table__), chunk)
                 if checkpoints:
                     conn.execute(insert(Checkpoint.__table__), checkpoints)
+                conn.execute(insert(TreeHash.__table__), [
+                    {"tile_level": level, "position": position, "hash": value}
+                    for level, position, value in tree.add(leaves)
+                ])  # fmt: skip
             for r in chunk:
                 if r["kind"] in ("decision", "report"):
                     records.add((r["record_type"], r["record_id"]))

@@ -239,3 +239,11 @@ def test_growing_a_tree_that_lacks_hashes_is_refused() -> None:
     leaves = [merkle.leaf_hash(bytes([i])) for i in range(256)]
     with pytest.raises(ProofError, match="lacks hashes"):
         merkle.grow(200, leaves[200:], lambda level, start, end: [])
+
+
+def test_the_builder_of_a_whole_log_stores_what_the_appends_would() -> None:
+    leaves = [merkle.leaf_hash(f"e{i}".encode()) for i in range(256 * 3 + 77)]
+    builder = merkle.TreeBuilder()
+    rows = [row for n in range(0, len(leaves), 100) for row in builder.add(leaves[n : n + 100])]
+    assert sorted(rows) == sorted(merkle.grow(0, leaves, lambda level, start, end: []))
+    assert builder.size == len(leaves)

@@ -340,3 +340,25 @@ def grow(size: int, leaves: Sequence[bytes], stored: StoredReader) -> list[Store
             parents.append(root_of_complete(hashes))
         level, first, new = level + 1, tile, parents
     return rows
+
+
+class TreeBuilder:
+    """The stored hashes of a tree built leaf by leaf from the first (a migration, a bulk
+    load), holding only the tiles still being filled: `add` returns the rows to store."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._filling: dict[int, list[bytes]] = {}  # per level, its last tile's hashes
+
+    def _stored(self, level: int, start: int, end: int) -> list[bytes]:
+        return self._filling.get(level, [])[: end - start]
+
+    def add(self, leaves: Sequence[bytes]) -> list[StoredHash]:
+        rows = grow(self.size, leaves, self._stored)
+        for level, position, value in rows:
+            tile = self._filling.setdefault(level, [])
+            if position % TILE_WIDTH == 0:
+                tile.clear()
+            tile.append(value)
+        self.size += len(leaves)
+        return rows

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from app.canonical import canonical_json
-from app.ledger.merkle import grow, leaf_hash
+from app.ledger.merkle import TreeBuilder, leaf_hash
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -93,12 +93,7 @@ def _build_tree() -> None:
     hashes = sa.table(
         "tree_hashes", sa.column("tile_level"), sa.column("position"), sa.column("hash")
     )
-    # The first tile of each level that is still being filled: all `grow` asks for.
-    filling: dict[int, list[bytes]] = {}
-
-    def stored(level: int, start: int, end: int) -> list[bytes]:
-        return filling.get(level, [])[: end - start]
-
+    builder = TreeBuilder()
     size = after = 0
     while True:
         rows = bind.execute(query, {"after": after}).all()
@@ -115,16 +110,11 @@ def _build_tree() -> None:
                 raise SystemExit(f"the log has a gap before seq {body['seq']}: run verify")
             leaves.append(leaf_hash(canonical_json(body).encode()))
             size = after = body["seq"]
-        new = grow(size - len(leaves), leaves, stored)
+        new = builder.add(leaves)
         bind.execute(
             sa.insert(hashes),
             [{"tile_level": level, "position": pos, "hash": value} for level, pos, value in new],
         )
-        for level, position, value in new:
-            tile = filling.setdefault(level, [])
-            if position % 256 == 0:
-                tile.clear()
-            tile.append(value)
         if size % 100_000 < len(leaves):
             log.warning("building the Merkle tree: %d events so far", size)
     if size:
