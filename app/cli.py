@@ -94,11 +94,57 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.set_defaults(run=_verify)
 
+    witness = sub.add_parser("witness", help="an independent witness of a log (C2SP)")
+    witness_sub = witness.add_subparsers(metavar="ACTION")
+    wserve = witness_sub.add_parser("serve", help="serve POST /add-checkpoint (tlog-witness)")
+    wserve.add_argument("--name", required=True, help="the witness's key name, e.g. dps.example/w1")
+    wserve.add_argument(
+        "--key", type=Path, required=True, help="its Ed25519 key (PEM; made if missing)"
+    )
+    wserve.add_argument("--state", type=Path, required=True, help="its state file (JSON)")
+    wserve.add_argument("--log-vkey", action="append", required=True, metavar="VKEY",
+                        help="a log key it witnesses (repeat for several)")  # fmt: skip
+    wserve.add_argument("--host", default="127.0.0.1")
+    wserve.add_argument("--port", type=int, default=8080)
+    wserve.set_defaults(run=_witness_serve)
+    wvkey = witness_sub.add_parser("vkey", help="print the witness's verifier key")
+    wvkey.add_argument("--name", required=True)
+    wvkey.add_argument("--key", type=Path, required=True)
+    wvkey.set_defaults(run=_witness_vkey)
+
     log_cmd = sub.add_parser("log", help="the verifiable log's identity")
     log_sub = log_cmd.add_subparsers(metavar="ACTION")
     info = log_sub.add_parser("info", help="print the log's origin and verifier key (vkey)")
     info.set_defaults(run=_log_info)
     return parser
+
+
+def _witness_serve(args: argparse.Namespace) -> int:
+    from app.ledger.note import NoteError, Verifier
+    from app.witness import Witness, load_or_create_key, serve
+
+    try:
+        logs = [Verifier.from_vkey(vkey) for vkey in args.log_vkey]
+        witness = Witness(args.name, load_or_create_key(args.key), args.state, logs)
+    except NoteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"witness vkey {witness.vkey}", flush=True)
+    serve(witness, args.host, args.port)
+    return 0
+
+
+def _witness_vkey(args: argparse.Namespace) -> int:
+    from app.ledger.note import COSIGNATURE_V1, NoteError, NoteSigner
+    from app.witness import load_or_create_key
+
+    try:
+        signer = NoteSigner(args.name, load_or_create_key(args.key), kind=COSIGNATURE_V1)
+    except NoteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(signer.verifier.vkey)
+    return 0
 
 
 def _log_info(_: argparse.Namespace) -> int:
