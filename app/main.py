@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import operations
+from app import openapi, operations
 from app.access.router import router as access_router
 from app.auth.gate import BearerGate
 from app.auth.router import router as auth_router
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.add_middleware(operations.BodyLimitMiddleware)
     app.add_middleware(operations.MetricsMiddleware, metrics=app.state.metrics)
     install_handlers(app)
+    openapi.install(app)
     # Routes are matched in order: the access path's two, taken by nearly every request
     # of a busy service, come first.
     app.include_router(access_router)

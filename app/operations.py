@@ -14,6 +14,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pydantic import BaseModel
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -193,7 +194,18 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready: see `checks`"}})
+class Readiness(BaseModel):
+    """The readiness answer: `ready` or `unavailable`, and each check's result."""
+
+    status: str
+    checks: dict[str, str]
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready: see `checks`"}},
+)
 def readyz(context: ContextDep) -> JSONResponse:
     """Ready when the database answers, the log can actually be written (its lock taken and
     a write that changes nothing tried, then rolled back) and a policy is loaded."""
