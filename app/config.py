@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     argon2_memory_cost: int = Field(default=65_536, ge=8)
     # How long an append waits for the ledger lock before failing (fail fast, never hang).
     ledger_lock_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The largest request body accepted; a larger one is 413 before it is parsed.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
     # Folder for development-only generated files (keys, demo client); see `state_path`.
     state_dir: Path | None = None
 

@@ -9,6 +9,7 @@ commits in one place, before the response is sent.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -72,6 +73,7 @@ def make_engine(url: str, lock_timeout_seconds: float = 10.0, **kwargs: Any) -> 
     ledger's lock timeout): a log that cannot be written fails fast, it does not hang.
     """
     if url.startswith("sqlite"):
+        create_private_sqlite_file(url)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": lock_timeout_seconds},
@@ -83,6 +85,23 @@ def make_engine(url: str, lock_timeout_seconds: float = 10.0, **kwargs: Any) -> 
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)
+
+
+def create_private_sqlite_file(url: str) -> None:
+    """Create a SQLite database file that does not exist yet readable by this user only.
+
+    SQLite would create it with the process's umask (usually 0644, world-readable); made
+    here empty with mode 0600, it is a valid empty database, and SQLite gives its `-wal`
+    and `-shm` files the database file's mode. An existing file is left as it is.
+    """
+    parsed = make_url(url)
+    path = parsed.database
+    if not path or path == ":memory:" or path.startswith("file:") or parsed.query.get("uri"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:  # it exists (kept as it is), or its folder does not: SQLite will say
+        pass
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

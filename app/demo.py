@@ -9,6 +9,7 @@ attempted enforcement actions by Guard roles: what oversight should be able to f
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -141,8 +142,11 @@ def load(settings: Settings, *, seed: int = 2025, scale: float = 1.0) -> dict[st
     finally:
         context.dispose()
     path = _demo_file(settings)
-    path.write_text(json.dumps(demo))
-    path.chmod(0o600)
+    # The client's secret is in it: readable by this user only from its first byte.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(json.dumps(demo))
     return demo
 
 

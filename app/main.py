@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import operations
+from app import openapi, operations
 from app.access.router import router as access_router
+from app.auth.gate import BearerGate
 from app.auth.router import router as auth_router
 from app.config import Settings
 from app.context import AppContext, attach, build_context
@@ -64,8 +65,13 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     if context is not None:
         attach(app, context)
     app.state.metrics = operations.Metrics()
+    # Outermost last: metrics see every answer; a body over the limit is 413 and a
+    # request that needs a token and has none is 401, both before the body is read.
+    app.add_middleware(BearerGate)
+    app.add_middleware(operations.BodyLimitMiddleware)
     app.add_middleware(operations.MetricsMiddleware, metrics=app.state.metrics)
     install_handlers(app)
+    openapi.install(app)
     # Routes are matched in order: the access path's two, taken by nearly every request
     # of a busy service, come first.
     app.include_router(access_router)

@@ -14,12 +14,15 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pydantic import BaseModel
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.config import Settings
 from app.deps import ContextDep
 
 router = APIRouter(tags=["operations"])
+DEFAULT_MAX_BODY = Settings.model_fields["max_body_bytes"].default
 
 
 class Metrics:
@@ -102,25 +105,122 @@ class MetricsMiddleware:
             self.metrics.request_done(scope["method"], path, status, time.perf_counter() - started)
 
 
+def _body_limit(scope: Scope) -> int:
+    context = getattr(scope["app"].state, "context", None)
+    limit: int = context.settings.max_body_bytes if context is not None else DEFAULT_MAX_BODY
+    return limit
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server refuses it before the app sees it
+    return None
+
+
+class BodyTooLarge(Exception):
+    """The body streamed in passed the limit (raised to the app from `receive`)."""
+
+
+class BodyLimitMiddleware:
+    """413 for a body over `AUDIT_MAX_BODY_BYTES`, before it is parsed (pure ASGI).
+
+    A `Content-Length` over the limit is answered at once, from the headers; a body
+    without one (chunked) is counted as it arrives, and the app's `receive` fails as soon
+    as it passes the limit: whatever the app then answers is replaced by the 413, so no
+    route ever holds more than the limit of a body.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = _body_limit(scope)
+        declared = _content_length(scope["headers"])
+        if declared is not None and declared > limit:
+            await _too_large(limit)(scope, receive, send)
+            return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def counting() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    exceeded = True
+                    raise BodyTooLarge(f"request body over {limit} bytes")
+            return message
+
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if exceeded:  # the app's answer to a body it could not have: the 413 instead
+                if not started:
+                    started = True
+                    await _too_large(limit)(scope, receive, send)
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting, guarded)
+        except Exception:
+            if not exceeded:
+                raise
+            if not started:
+                await _too_large(limit)(scope, receive, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"the request body is larger than {limit} bytes"},
+        status_code=413,
+        headers={"Connection": "close"},  # the rest of the body is not read
+    )
+
+
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready: see `checks`"}})
+class Readiness(BaseModel):
+    """The readiness answer: `ready` or `unavailable`, and each check's result."""
+
+    status: str
+    checks: dict[str, str]
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready: see `checks`"}},
+)
 def readyz(context: ContextDep) -> JSONResponse:
-    """Ready when the database answers, the ledger can take its write lock, a policy is loaded."""
+    """Ready when the database answers, the log can actually be written (its lock taken and
+    a write that changes nothing tried, then rolled back) and a policy is loaded."""
     checks: dict[str, Any] = {"policy": context.policy.version}
     try:
-        with context.database.writer() as session:
+        with context.database.reader() as session:
             session.execute(text("SELECT 1"))
-            context.ledger.lock(session)
-            session.rollback()
         checks["database"] = "ok"
+        with context.database.writer() as session:
+            context.ledger.probe_write(session)
+            session.rollback()
         checks["ledger"] = "writable"
     except Exception as exc:  # any failure means not ready; say which kind
-        checks["database"] = f"unavailable: {type(exc).__name__}"
+        failed = "ledger" if "database" in checks else "database"
+        checks[failed] = f"unavailable: {type(exc).__name__}"
     ready = checks.get("ledger") == "writable"
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Literal
+from urllib.parse import unquote_plus
 
-from fastapi import APIRouter, Form
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse
 
 from app.auth.schemas import Me, Token
@@ -16,12 +18,28 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"])
 INVALID = {"detail": "invalid credentials"}
 
 
+def basic_client(request: Request) -> tuple[str | None, str | None]:
+    """The client id and secret of an `Authorization: Basic` header (form-encoded, RFC 6749
+    2.3.1), or (None, None)."""
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None, None
+    try:
+        client_id, colon, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not colon:
+        return None, None
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
 @router.post(
     "/token",
     response_model=Token,
     responses={401: {"model": Problem, "description": "Any credential failure, always alike"}},
 )
 def issue_token(
+    request: Request,
     session: WriteSessionDep,
     context: ContextDep,
     source_ip: SourceIpDep,
@@ -35,7 +53,8 @@ def issue_token(
     if grant_type == "password":
         name, secret = username, password
     else:
-        name, secret = client_id, client_secret
+        # RFC 6749 2.3.1: a client may authenticate with HTTP Basic (as /docs' Authorize does)
+        name, secret = (client_id, client_secret) if client_id else basic_client(request)
     token = None
     if name and secret:
         token = context.logins.login(session, grant_type, name, secret, source_ip)

@@ -3,13 +3,17 @@
 Every cell can be read back to the value that was hashed, so an auditor can recompute the
 chain from an exported file: null is the empty cell, booleans are `true`/`false`, lists
 are joined with `;` (their items never contain `;`), `details` is canonical JSON, and a
-cell that starts with `=`, `+`, `-`, `@`, tab, carriage return or `'` gets a leading `'`
-so spreadsheets do not run it (strip exactly one leading `'` to read it back).
+cell a spreadsheet could run as a formula gets a leading `'` (strip exactly one leading
+`'` to read it back): one that starts with tab, carriage return or `'`, or whose first
+character after any leading whitespace is `=`, `+`, `-`, `@` or one of their fullwidth
+or small forms (U+FF1D, U+FF0B, U+FF0D, U+FF20; U+FE66, U+FE62, U+FE63, U+FE6B), which
+spreadsheets read as the same operators.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -20,12 +24,30 @@ from app.ledger.models import EVENT_FIELDS, LIST_FIELDS, TIMESTAMP_FIELDS
 
 # Contract section 7, in order, then the fields that follow it: the event's fields.
 CSV_COLUMNS: tuple[str, ...] = EVENT_FIELDS
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")
+# The operators a formula starts with (contract section 7), and the fullwidth and small
+# forms spreadsheets fold to them.
+FORMULA_CHARS: tuple[str, ...] = (
+    *("=", "+", "-", "@"),
+    *("\uff1d", "\uff0b", "\uff0d", "\uff20"),  # fullwidth
+    *("\ufe66", "\ufe62", "\ufe63", "\ufe6b"),  # small
+)
+# Whitespace a spreadsheet skips before a formula: Unicode whitespace and zero-width
+# characters (a login username or a justification can start with any of them).
+LEADING_BLANKS = "\\s\u200b\u200c\u200d\u2060\ufeff"
+# Guarded whatever follows: tab and carriage return (the contract's list), and `'` (so that
+# one leading `'` can always be stripped to read a cell back).
+GUARDED_FIRST = ("\t", "\r", "'")
+_FORMULA = re.compile(f"[{LEADING_BLANKS}]*[{re.escape(''.join(FORMULA_CHARS))}]")
+
+
+def needs_guard(text: str) -> bool:
+    """Whether a spreadsheet could run the cell as a formula (or it starts with `'`)."""
+    return text.startswith(GUARDED_FIRST) or _FORMULA.match(text) is not None
 
 
 def protect(text: str) -> str:
     """Prefix `'` to a cell a spreadsheet would treat as a formula (and to a leading `'`)."""
-    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+    return "'" + text if needs_guard(text) else text
 
 
 def cell(name: str, value: Any) -> str:

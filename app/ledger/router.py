@@ -19,6 +19,10 @@ PEM_MEDIA_TYPE = "application/x-pem-file"
 NEXT_CURSOR = "X-Next-Cursor"
 
 
+class PemResponse(PlainTextResponse):
+    media_type = PEM_MEDIA_TYPE
+
+
 @router.get("/verify", response_model=VerificationRead)
 def verify(
     session: ReadSessionDep,
@@ -79,9 +83,12 @@ def create_checkpoint(
 
 @router.get(
     "/public-key",
-    response_class=PlainTextResponse,
+    response_class=PemResponse,
     responses={
-        200: {"content": {PEM_MEDIA_TYPE: {}}, "description": "The public key (PEM)"},
+        200: {
+            "content": {PEM_MEDIA_TYPE: {"schema": {"type": "string"}}},
+            "description": "The public key (PEM)",
+        },
         404: {"model": Problem, "description": "No such key"},
     },
 )
@@ -90,10 +97,10 @@ def public_key(
     context: ContextDep,
     _: ReaderDep,
     key_id: Annotated[str | None, Query(max_length=32, description="an older key's id")] = None,
-) -> PlainTextResponse:
+) -> PemResponse:
     """The Ed25519 public key (PEM) that signs now, or the one named by `key_id`."""
     found_id, pem = service.public_key_pem(session, context.ledger, key_id)
-    return PlainTextResponse(pem, media_type=PEM_MEDIA_TYPE, headers={"X-Key-Id": found_id})
+    return PemResponse(pem, headers={"X-Key-Id": found_id})
 
 
 @router.get("/public-keys", response_model=list[PublicKeyRead])

@@ -159,6 +159,12 @@ class Ledger:
             raise LedgerUnavailable("the audit log is busy or unavailable; try again") from exc
         return LockedAppend(self, session, opened)
 
+    def probe_write(self, session: Session) -> None:
+        """Take the append lock and try a write that changes nothing (readiness); raises
+        when the log could not be appended to. The caller rolls back."""
+        self.lock(session)
+        self.store.probe_write(session)
+
     def append(self, session: Session, now: datetime, events: Sequence[NewEvent]) -> list[Appended]:
         """Lock, then append `events` in order, recorded at `now`."""
         return self.lock(session).append(now, events)

@@ -26,7 +26,14 @@ from app.clock import Clock
 from app.db import Database
 from app.errors import Conflict, NotFound
 from app.ledger.canonical import format_timestamp
-from app.ledger.export_format import CSV_COLUMNS, cell, csv_row
+from app.ledger.export_format import (
+    CSV_COLUMNS,
+    FORMULA_CHARS,
+    GUARDED_FIRST,
+    LEADING_BLANKS,
+    cell,
+    csv_row,
+)
 from app.ledger.service import Ledger, NewEvent
 from app.ledger.signing import manifest_message
 from app.reports import repository
@@ -43,7 +50,11 @@ BATCH_ROWS = 1000
 # give the same bytes (tests/test_exports.py); the straight path is 4x faster, which is
 # what lets a large export keep up with the database.
 JSON_CELLS = ("actor_roles", "reasons", "flags", "details")
-FORMULA_AFTER_COMMA = re.compile(r",[=+\-@\t'\r]")
+# A cell that might need the guard (any that starts with a blank, an operator or `'`) takes
+# the reference path, which decides (`export_format.needs_guard`).
+FORMULA_AFTER_COMMA = re.compile(
+    f"[,][{LEADING_BLANKS}{re.escape(''.join((*FORMULA_CHARS, *GUARDED_FIRST)))}]"
+)
 CELLS_BEFORE_DETAILS = len(CSV_COLUMNS) - 1
 # Positions in a row without its first cell (`seq`).
 ROLES, REASONS, FLAGS, BREAK_GLASS = (
