@@ -4,29 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.ledger.schemas import ReasonRead
+from app.strict import NAME_CHARS, PROSE_CHARS, Instant, StrictBool
 
-# Names and ids: no control characters (a NUL cannot even be stored by PostgreSQL), and no
-# longer than their column (`tests/test_access.py` holds the two together), so that a
-# request the schema accepts can always be written.
-NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+# Names and ids: no control characters, lone surrogates or bidirectional overrides (a NUL
+# cannot even be stored by PostgreSQL), and no longer than their column
+# (`tests/test_access.py` holds the two together), so that a request the schema accepts can
+# always be written.
 Text = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=NO_CONTROL),
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128), NAME_CHARS
 ]
 ShortText = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=NO_CONTROL),
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), NAME_CHARS
 ]
 # Free text may hold line breaks and tabs, not other control characters.
-Free = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True, max_length=2000, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
-    ),
-]
+Free = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), PROSE_CHARS]
 
 DECISION_EXAMPLE: dict[str, Any] = {
     "actor": "sgt.miller",
@@ -60,7 +54,7 @@ class DecisionRequest(BaseModel):
     record: RecordRef
     purpose: ShortText
     justification: Free | None = None
-    break_glass: bool = False
+    break_glass: StrictBool = False
     client_event_id: Text | None = None
     workstation: Text | None = None
 
@@ -75,7 +69,7 @@ class EventReport(DecisionRequest):
         },
     )
 
-    occurred_at: AwareDatetime
+    occurred_at: Instant
     client_event_id: Text
 
 

@@ -9,7 +9,7 @@ from urllib.parse import unquote_plus
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse
 
-from app.auth.schemas import Me, Token
+from app.auth.schemas import LoginName, Me, Token
 from app.deps import ContextDep, PrincipalDep, SourceIpDep, WriteSessionDep
 from app.errors import UNAUTHORIZED_HEADERS, Problem
 
@@ -44,9 +44,9 @@ def issue_token(
     context: ContextDep,
     source_ip: SourceIpDep,
     grant_type: Annotated[Literal["password", "client_credentials"], Form()],
-    username: Annotated[str | None, Form()] = None,
+    username: Annotated[LoginName | None, Form()] = None,
     password: Annotated[str | None, Form()] = None,
-    client_id: Annotated[str | None, Form()] = None,
+    client_id: Annotated[LoginName | None, Form()] = None,
     client_secret: Annotated[str | None, Form()] = None,
 ) -> Token | JSONResponse:
     """Exchange a username and password, or a client id and secret, for a bearer token."""

@@ -5,22 +5,26 @@ Expiry is judged by the service's clock, like everything else that depends on th
 
 from __future__ import annotations
 
+import math
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Final
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, TypeGuard
 
 from cachetools import TLRUCache
 from jose import JWTError, jwt
 
 from app.clock import Clock
 from app.errors import Unauthorized
+from app.strict import MAX_YEAR, name_chars
 
 PRINCIPAL_KINDS: Final = ("user", "client")
 # Verified tokens remembered until they expire, so that a client's every request does not
 # pay a signature check again (the principal is still looked up on every request).
 VERIFIED_KEPT: Final = 4096
+# The latest `exp` taken: the end of the year 9999, UTC (as every other time, contract 15).
+LATEST_EXPIRY: Final = datetime(MAX_YEAR, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,19 +65,18 @@ class TokenService:
         if known is not None:
             return known[0]
         claims = self._decode(token)
-        subject, kind, expires = claims.get("sub"), claims.get("typ"), claims.get("exp")
+        subject, kind = claims.get("sub"), claims.get("typ")
+        expires = _expiry(claims.get("exp"))
         if (
-            not isinstance(subject, str)
+            not _is_name(subject)
             or kind not in PRINCIPAL_KINDS
-            # a token that never expires is refused (a bool is not a time)
-            or isinstance(expires, bool)
-            or not isinstance(expires, int | float)
+            or expires is None
             or expires <= self._now()
         ):
             raise Unauthorized("invalid or expired token")
         verified = TokenClaims(subject, kind)
         with self._lock:
-            self._verified[token] = (verified, float(expires))
+            self._verified[token] = (verified, expires)
         return verified
 
     def _decode(self, token: str) -> dict[str, Any]:
@@ -90,3 +93,30 @@ class TokenService:
         except JWTError:
             raise Unauthorized("invalid or expired token") from None
         return claims
+
+
+def _expiry(value: object) -> float | None:
+    """`exp` as a time, or None: a number (a bool is not one), finite, by the end of 9999.
+
+    A token without a usable expiry (null, a list, a string, NaN, infinity, 10**400) would
+    never expire, or fail on the way to the cache: it is the same 401 as any other.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int) and not 0 < value <= LATEST_EXPIRY:
+        return None  # before float(): 10**400 does not convert
+    expires = float(value)
+    if not math.isfinite(expires) or not 0 < expires <= LATEST_EXPIRY:
+        return None
+    return expires
+
+
+def _is_name(value: object) -> TypeGuard[str]:
+    """`sub` names an account: a string the database can look up (no NUL, PostgreSQL)."""
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        name_chars(value)
+    except ValueError:
+        return False
+    return True

@@ -17,6 +17,7 @@ from app.errors import NotFound, Problem
 from app.ledger import transparency
 from app.ledger.merkle import parse_tile_index
 from app.ledger.schemas import ConsistencyProofRead, InclusionProofRead
+from app.strict import MAX_SEQ
 
 router = APIRouter(tags=["verifiable log"])
 
@@ -113,8 +114,8 @@ def tile(
 )  # fmt: skip
 def consistency(
     session: ReadSessionDep,
-    old: Annotated[int, Query(ge=0, le=2**63 - 1, description="the older tree size")],
-    new: Annotated[int, Query(ge=0, le=2**63 - 1, description="the newer tree size")],
+    old: Annotated[int, Query(ge=0, le=MAX_SEQ, description="the older tree size")],
+    new: Annotated[int, Query(ge=0, le=MAX_SEQ, description="the newer tree size")],
 ) -> transparency.ConsistencyProof:
     """The proof that the tree of size `old` is a prefix of the tree of size `new`. Public."""
     return transparency.consistency(session, old, new)
@@ -128,10 +129,10 @@ def consistency(
 def inclusion(
     session: ReadSessionDep,
     _: ReaderDep,
-    seq: Annotated[int, Query(ge=1, le=2**63 - 1, description="the event")],
+    seq: Annotated[int, Query(ge=1, le=MAX_SEQ, description="the event")],
     size: Annotated[
         int | None,
-        Query(ge=1, le=2**63 - 1, description="a checkpointed tree size; default the latest"),
+        Query(ge=1, le=MAX_SEQ, description="a checkpointed tree size; default the latest"),
     ] = None,
 ) -> transparency.InclusionProof:
     """The proof that event `seq` is in the checkpointed tree of `size`, with that
@@ -147,7 +148,7 @@ def inclusion(
                **NOT_FOUND},
 )  # fmt: skip
 def event_proof(
-    session: ReadSessionDep, _: ReaderDep, seq: Annotated[int, Path(ge=1, le=2**63 - 1)]
+    session: ReadSessionDep, _: ReaderDep, seq: Annotated[int, Path(ge=1, le=MAX_SEQ)]
 ) -> PlainTextResponse:
     """Event `seq` as a C2SP `tlog-proof` bundle against the latest checkpoint: its index,
     the inclusion proof, a blank line and the signed checkpoint. With the event's canonical

@@ -12,6 +12,7 @@ from app.errors import Problem
 from app.ledger import service
 from app.ledger.schemas import PublicKeyRead, SignedCheckpoint, VerificationRead
 from app.ledger.verify import Verification
+from app.strict import MAX_SEQ, NameText
 
 router = APIRouter(prefix="/v1/integrity", tags=["integrity"])
 
@@ -28,8 +29,10 @@ def verify(
     session: ReadSessionDep,
     context: ContextDep,
     _: ReaderDep,
-    from_seq: Annotated[int | None, Query(ge=1, description="first seq to check")] = None,
-    to_seq: Annotated[int | None, Query(ge=1, description="last seq to check")] = None,
+    from_seq: Annotated[
+        int | None, Query(ge=1, le=MAX_SEQ, description="first seq to check")
+    ] = None,
+    to_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ, description="last seq to check")] = None,
 ) -> Verification:
     """Recompute the chain and check every checkpoint in range; `valid` false names the break."""
     return service.verify(session, context.ledger, from_seq, to_seq)
@@ -96,7 +99,9 @@ def public_key(
     session: ReadSessionDep,
     context: ContextDep,
     _: ReaderDep,
-    key_id: Annotated[str | None, Query(max_length=32, description="an older key's id")] = None,
+    key_id: Annotated[
+        NameText | None, Query(max_length=32, description="an older key's id")
+    ] = None,
 ) -> PemResponse:
     """The Ed25519 public key (PEM) that signs now, or the one named by `key_id`."""
     found_id, pem = service.public_key_pem(session, context.ledger, key_id)

@@ -41,12 +41,13 @@ from app.reports.schemas import (
     SummaryQuery,
     SummaryReport,
 )
+from app.strict import MAX_SEQ, NameText
 
 router = APIRouter(prefix="/v1")
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
-Seq = Annotated[int, Path(ge=1, description="the event's sequence number")]
+Seq = Annotated[int, Path(ge=1, le=MAX_SEQ, description="the event's sequence number")]
 
 
 @router.get("/events", response_model=EventPage, tags=["log"])
@@ -69,8 +70,8 @@ def get_event(seq: Seq, session: ReadSessionDep, context: ContextDep, _: ReaderD
 
 @router.get("/records/{record_type}/{record_id}/accesses", response_model=AccessPage, tags=["log"])
 def record_accesses(
-    record_type: str,
-    record_id: str,
+    record_type: NameText,
+    record_id: NameText,
     query: Annotated[AccessQuery, Query()],
     session: ReadSessionDep,
     context: ContextDep,
@@ -218,7 +219,7 @@ def export_summary(
     tags=["exports"],
 )
 def export_manifest(
-    export_id: str,
+    export_id: NameText,
     session: ReadSessionDep,
     context: ContextDep,
     _: AuditorDep,

@@ -25,6 +25,7 @@ from app.ledger.models import EVENT_FIELDS, LIST, Event
 from app.ledger.schemas import ReasonRead
 from app.policy.reasons import Flag
 from app.reports.repository import CREEP_COLUMNS, FLAGGED_FIELDS
+from app.strict import NAME_CHARS, PROSE_CHARS, check_day, check_instant
 
 Kind = Literal["decision", "report", "admin", "login", "export", "review"]
 Decision = Literal["allow", "deny"]
@@ -36,27 +37,31 @@ ACCESS_KINDS: tuple[Kind, ...] = ("decision", "report")
 
 
 def parse_moment(value: object) -> datetime | date:
-    """An RFC 3339 time with an offset, or a bare YYYY-MM-DD date (a facility-local day)."""
+    """An RFC 3339 time with an offset, or a bare YYYY-MM-DD date (a facility-local day),
+    in the years 1970-9999."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("a time needs a UTC offset, e.g. 2025-10-01T14:00:00Z")
-        return value
+        return check_instant(value)
     if isinstance(value, date):
-        return value
+        return check_day(value)
     if not isinstance(value, str):
         raise ValueError("expected an RFC 3339 time or a YYYY-MM-DD date")
     text = value.strip()
     try:
         if len(text) == 10:
-            return date.fromisoformat(text)
-        parsed = datetime.fromisoformat(text)
+            day = date.fromisoformat(text)
+        else:
+            parsed = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(
             "not an RFC 3339 time or a YYYY-MM-DD date (send a '+' offset as %2B, or use Z)"
         ) from None
+    if len(text) == 10:
+        return check_day(day)
     if parsed.tzinfo is None:
         raise ValueError("a time needs a UTC offset, e.g. 2025-10-01T14:00:00Z")
-    return parsed
+    return check_instant(parsed)
 
 
 Moment = Annotated[
@@ -71,7 +76,7 @@ Moment = Annotated[
         }
     ),
 ]
-Term = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Term = Annotated[str, StringConstraints(min_length=1, max_length=128), NAME_CHARS]
 
 
 class _Query(BaseModel):
@@ -266,7 +271,7 @@ class ReviewCreate(_Query):
     )
 
     disposition: Disposition
-    note: str | None = Field(None, max_length=4000, validate_default=True)
+    note: Annotated[str, PROSE_CHARS] | None = Field(None, max_length=4000, validate_default=True)
 
     @field_validator("note")
     @classmethod

@@ -9,7 +9,7 @@ a signed `seq` bound to the query that produced it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -54,6 +54,8 @@ from app.reports.schemas import (
 from app.vocabulary import ACCESS_KINDS, Kind
 
 READ_FIELDS = tuple(EventRead.model_fields)
+# The end of time as a UTC timestamp column holds it (a bound past 9999-12-31 in UTC).
+LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def period(
@@ -75,8 +77,15 @@ def _instant(
 ) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
+    if end_of_day and value == date.max:
+        return LATEST
     day = value + timedelta(days=1) if end_of_day else value
-    return datetime(day.year, day.month, day.day, tzinfo=timezone)
+    start = datetime(day.year, day.month, day.day, tzinfo=timezone)
+    try:
+        start.astimezone(UTC)
+    except OverflowError:  # a day at the end of 9999 can begin after what UTC can express
+        return LATEST
+    return start
 
 
 def criteria(

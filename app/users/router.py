@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from app.deps import AdminDep, ContextDep, ReadSessionDep, SourceIpDep, WriteSessionDep
 from app.errors import Problem
+from app.strict import NameText
 from app.users.models import Client, User
 from app.users.schemas import (
     ClientCreate,
@@ -61,14 +62,14 @@ def list_users(
 
 
 @router.get("/users/{username}", response_model=UserRead, responses=NOT_FOUND)
-def get_user(username: str, session: ReadSessionDep, context: ContextDep, _: AdminDep) -> User:
+def get_user(username: NameText, session: ReadSessionDep, context: ContextDep, _: AdminDep) -> User:
     """One user with their training records."""
     return context.users.get_user(session, username)
 
 
 @router.patch("/users/{username}", response_model=UserRead, responses=NOT_FOUND)
 def update_user(
-    username: str,
+    username: NameText,
     body: UserUpdate,
     session: WriteSessionDep,
     context: ContextDep,
@@ -85,7 +86,7 @@ def update_user(
     "/users/{username}/training", response_model=TrainingRead, status_code=201, responses=NOT_FOUND
 )
 def add_training(
-    username: str,
+    username: NameText,
     body: TrainingCreate,
     session: WriteSessionDep,
     context: ContextDep,
@@ -119,7 +120,7 @@ def list_clients(session: ReadSessionDep, context: ContextDep, _: AdminDep) -> l
 
 @router.patch("/clients/{client_id}", response_model=ClientRead, responses=NOT_FOUND)
 def update_client(
-    client_id: str,
+    client_id: NameText,
     body: ClientUpdate,
     session: WriteSessionDep,
     context: ContextDep,

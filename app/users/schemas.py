@@ -7,12 +7,19 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app.strict import NAME_CHARS, NOT_BLANK, PROSE_CHARS, Day, StrictBool
+
 Username = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}$", strip_whitespace=True)
 ]
-Password = Annotated[str, Field(min_length=12, max_length=256)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-Key = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+# Not blank, and nothing a hash cannot take (a lone surrogate has no UTF-8).
+Password = Annotated[str, Field(min_length=12, max_length=256), NOT_BLANK, PROSE_CHARS]
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True), NAME_CHARS
+]
+Key = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True), NAME_CHARS
+]
 
 
 class _Request(BaseModel):
@@ -39,7 +46,7 @@ class UserCreate(_Request):
     full_name: Name
     roles: list[Key] = Field(min_length=1)
     facilities: list[Key] = Field(default_factory=list)
-    volunteer: bool = False
+    volunteer: StrictBool = False
     password: Password | None = None
 
 
@@ -49,8 +56,8 @@ class UserUpdate(_Request):
     full_name: Name | None = None
     roles: list[Key] | None = Field(default=None, min_length=1)
     facilities: list[Key] | None = None
-    volunteer: bool | None = None
-    active: bool | None = None
+    volunteer: StrictBool | None = None
+    active: StrictBool | None = None
     password: Password | None = None
 
 
@@ -61,8 +68,8 @@ class TrainingCreate(_Request):
     )
 
     module: Key
-    completed_on: date
-    expires_on: date | None = None
+    completed_on: Day
+    expires_on: Day | None = None
 
 
 class TrainingRead(BaseModel):
@@ -122,4 +129,4 @@ class ClientRead(BaseModel):
 
 
 class ClientUpdate(_Request):
-    active: bool
+    active: StrictBool

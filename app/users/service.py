@@ -29,6 +29,14 @@ def check_roles(policy: CompiledPolicy, roles: list[str], loc: str = "roles") ->
         if role not in SERVICE_ROLES and role not in policy.mission_roles:
             raise Invalid(["body", loc, i], f"unknown role {role!r}")
     held = set(roles)
+    if Role.integration.value in held and len(held) > 1:
+        # A machine's role: whoever holds it beside a human role (admin included) could
+        # ask for decisions, or report accesses, as the system and as a person at once.
+        raise Invalid(
+            ["body", loc],
+            "separation of duties: integration is a machine role and cannot be combined"
+            " with any other role",
+        )
     if Role.admin.value in held and held & OVERSIGHT_ROLES:
         raise Invalid(
             ["body", loc], "separation of duties: admin cannot also be auditor or oversight"
