@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+
+class WitnessSetting(BaseModel):
+    """A witness the log submits its checkpoints to: where, and its vkey (type 0x04)."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$", examples=["http://witness.dps.example:8080"])
+    vkey: str = Field(min_length=1, max_length=1024)
 
 
 class Settings(BaseSettings):
@@ -32,6 +39,9 @@ class Settings(BaseSettings):
     # database when unset), and how soon a checkpoint of the tree follows a commit.
     log_origin: str | None = Field(default=None, min_length=1, max_length=255, pattern=r"^[^\s+]+$")
     checkpoint_seconds: float = Field(default=1.0, gt=0, le=3600)
+    # Independent witnesses (`access-audit witness serve`), as a JSON list of {url, vkey}.
+    witnesses: list[WitnessSetting] = Field(default_factory=list)
+    witness_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # argon2 cost; production keeps the library's defaults, tests lower them for speed.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_cost: int = Field(default=65_536, ge=8)

@@ -22,8 +22,10 @@ from app.db import Database, make_engine
 from app.keys import service_keys
 from app.ledger import service as ledger_service
 from app.ledger.append_store import store_for
+from app.ledger.note import NoteError
 from app.ledger.service import Ledger, VolumeRule
 from app.ledger.transparency import Publisher, TransparencyLog
+from app.ledger.witnessing import Submitter, WitnessPeer
 from app.pagination import Cursors
 from app.policy.evaluator import CompiledPolicy
 from app.policy.loader import load_policy
@@ -40,6 +42,7 @@ class AppContext:
     policy: CompiledPolicy
     ledger: Ledger
     transparency: TransparencyLog
+    witnesses: tuple[WitnessPeer, ...]
     tokens: TokenService
     cursors: Cursors
     logins: Logins
@@ -61,6 +64,24 @@ class AppContext:
         """The background signer of tree checkpoints (started by the served app)."""
         interval = self.settings.checkpoint_seconds
         return Publisher(self.database, self.transparency, interval)
+
+    def background(self) -> list[Publisher | Submitter]:
+        """What the served app runs beside the requests: the checkpoint publisher and one
+        submitter per witness."""
+        return [self.publisher(), *self.submitters()]
+
+    def submitters(self) -> list[Submitter]:
+        """One background submitter per witness (started by the served app)."""
+        return [
+            Submitter(
+                self.database,
+                peer,
+                interval=self.settings.checkpoint_seconds,
+                timeout=self.settings.witness_timeout_seconds,
+                clock=utcnow,
+            )
+            for peer in self.witnesses
+        ]
 
     def dispose(self) -> None:
         self.database.dispose()
@@ -86,6 +107,10 @@ def build_context(
         database = Database(engine or make_engine(settings.database_url, timeout), timeout)
     policy = policy or load_policy(settings.policy_dir)
     keys = service_keys(settings)
+    try:
+        witnesses = tuple(WitnessPeer.from_setting(w) for w in settings.witnesses)
+    except NoteError as exc:
+        raise SystemExit(f"AUDIT_WITNESSES: {exc}") from exc
     ledger = Ledger(
         store_for(database.engine),
         keys.signer,
@@ -108,6 +133,7 @@ def build_context(
         policy=policy,
         ledger=ledger,
         transparency=TransparencyLog(keys.signer, settings.log_origin, signing_clock),
+        witnesses=witnesses,
         tokens=tokens,
         cursors=cursors,
         logins=Logins(

@@ -46,14 +46,17 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
             built = build_context(settings or Settings())
             built.start()
             attach(app, built)
-            publisher = built.publisher()
-            publisher.start()
+            # Checkpoints and their witnesses, in the background: never in an append's way.
+            background = built.background()
+            for worker in background:
+                worker.start()
             # What start-up built lives as long as the process: keep the cyclic collector
             # from re-scanning it in every full collection (they stall list requests).
             gc.freeze()
         yield
         if owned:
-            publisher.stop()
+            for worker in background:
+                worker.stop()
             app.state.context.dispose()
 
     app = FastAPI(

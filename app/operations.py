@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -11,15 +12,20 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
 from pydantic import BaseModel
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.deps import ContextDep
+from app.ledger import witnessing
+
+log = logging.getLogger("access_audit")
 
 router = APIRouter(tags=["operations"])
 DEFAULT_MAX_BODY = Settings.model_fields["max_body_bytes"].default
@@ -54,6 +60,18 @@ class Metrics:
         self.ledger_failures = Counter(
             "audit_ledger_write_failures_total",
             "Requests that could not be written to the log",
+            registry=self.registry,
+        )
+        self.witness_lag_events = Gauge(
+            "audit_witness_lag_events",
+            "Events in the latest checkpoint that the witness has not cosigned",
+            ["witness"],
+            registry=self.registry,
+        )
+        self.witness_lag_seconds = Gauge(
+            "audit_witness_lag_seconds",
+            "Seconds between the latest checkpoint and the latest one the witness cosigned",
+            ["witness"],
             registry=self.registry,
         )
 
@@ -222,6 +240,13 @@ def readyz(context: ContextDep) -> JSONResponse:
         failed = "ledger" if "database" in checks else "database"
         checks[failed] = f"unavailable: {type(exc).__name__}"
     ready = checks.get("ledger") == "writable"
+    if ready:  # a witness that lags is reported, never a reason to be unready
+        with context.database.reader() as session:
+            for status in witnessing.statuses(session, context.witnesses):
+                checks[f"witness {status.name}"] = (
+                    f"cosigned {status.cosigned_size}; behind by {status.lag_events} events, "
+                    f"{status.lag_seconds:.1f} s"
+                )
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,
@@ -229,7 +254,16 @@ def readyz(context: ContextDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(request: Request) -> Response:
+def metrics(request: Request, context: ContextDep) -> Response:
     """Prometheus text exposition."""
-    registry = request.app.state.metrics.registry
+    found: Metrics = request.app.state.metrics
+    if context.witnesses:
+        try:
+            with context.database.reader() as session:
+                for status in witnessing.statuses(session, context.witnesses):
+                    found.witness_lag_events.labels(status.name).set(status.lag_events)
+                    found.witness_lag_seconds.labels(status.name).set(status.lag_seconds)
+        except SQLAlchemyError:
+            log.warning("witness lag unknown: the database is unavailable")
+    registry = found.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

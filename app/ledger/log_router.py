@@ -57,11 +57,12 @@ def _tile_index(rest: str) -> tuple[int, int | None]:
 )  # fmt: skip
 def checkpoint(session: ReadSessionDep) -> PlainTextResponse:
     """The latest checkpoint of the tree (C2SP `tlog-checkpoint`): origin, size, root,
-    signed by the log. Public."""
+    signed by the log, with the cosignatures its witnesses gave so far. Public."""
     latest = transparency.latest_checkpoint(session)
     if latest is None:
         raise NotFound("no checkpoint of the tree has been published yet")
-    return PlainTextResponse(latest.note, media_type=NOTE_TYPE, headers={"Cache-Control": MUTABLE})
+    note = transparency.with_cosignatures(session, latest)
+    return PlainTextResponse(note, media_type=NOTE_TYPE, headers={"Cache-Control": MUTABLE})
 
 
 @router.get(

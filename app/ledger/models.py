@@ -211,6 +211,18 @@ class TreeCheckpoint(Base):
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime, doc="when it was really signed")
 
 
+class TreeCosignature(Base):
+    """A witness's cosignature (C2SP tlog-cosignature) of the checkpoint of `size`: the
+    signature line as the witness sent it, checked against its vkey before it was kept."""
+
+    __tablename__ = "tree_cosignatures"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    witness: Mapped[str] = mapped_column(String(255), primary_key=True, doc="its key name")
+    line: Mapped[str] = mapped_column(Text, doc="`— <name> base64(key id || timestamp || sig)`")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class LogSetting(Base):
     """Facts about this log fixed once and kept with it (the generated origin)."""
 

@@ -39,7 +39,7 @@ from app.ledger.merkle import (
     range_hash,
     tile_hash_at,
 )
-from app.ledger.models import LogSetting, TreeCheckpoint, TreeHash
+from app.ledger.models import LogSetting, TreeCheckpoint, TreeCosignature, TreeHash
 from app.ledger.note import Checkpoint, NoteSigner
 from app.ledger.signing import Signer
 
@@ -73,7 +73,7 @@ class TransparencyLog:
             if stored is None:
                 generated = GENERATED_ORIGIN.format(uuid.uuid4())
                 # Workers starting together: the first one's origin stays.
-                _insert_new(session, LogSetting, {"name": ORIGIN_SETTING, "value": generated})
+                insert_new(session, LogSetting, {"name": ORIGIN_SETTING, "value": generated})
                 stored = session.get(LogSetting, ORIGIN_SETTING, populate_existing=True)
             assert stored is not None
             self._origin = stored.value
@@ -118,14 +118,38 @@ def store_checkpoint(session: Session, row: TreeCheckpoint) -> None:
     """Store a signed checkpoint unless one of its size is stored already (a size has one
     root: whoever signed it first, their note stays)."""
     values = {"size": row.size, "root": row.root, "note": row.note, "signed_at": row.signed_at}
-    _insert_new(session, TreeCheckpoint, values)
+    insert_new(session, TreeCheckpoint, values)
 
 
-def _insert_new(session: Session, model: type[Base], values: dict[str, object]) -> None:
+def insert_new(session: Session, model: type[Base], values: dict[str, object]) -> None:
     """Insert a row unless its primary key is taken (then the row there stays)."""
     dialect = session.get_bind().dialect.name
     upsert = pg_insert if dialect == "postgresql" else sqlite_insert
     session.execute(upsert(model).values(**values).on_conflict_do_nothing())
+
+
+def cosignature_lines(session: Session, size: int) -> list[str]:
+    """The witnesses' cosignature lines kept for the checkpoint of `size`, by witness."""
+    return list(
+        session.scalars(
+            select(TreeCosignature.line)
+            .where(TreeCosignature.size == size)
+            .order_by(TreeCosignature.witness)
+        )
+    )
+
+
+def with_cosignatures(session: Session, checkpoint: TreeCheckpoint) -> str:
+    """The checkpoint's note with every cosignature kept for it (C2SP: one note, the log's
+    signature first)."""
+    return checkpoint.note + "".join(cosignature_lines(session, checkpoint.size))
+
+
+def latest_cosigned_size(session: Session, at_least: int) -> int | None:
+    """The largest checkpointed size of at least `at_least` that a witness cosigned."""
+    return session.scalar(
+        select(func.max(TreeCosignature.size)).where(TreeCosignature.size >= at_least)
+    )
 
 
 def latest_checkpoint(session: Session) -> TreeCheckpoint | None:
@@ -262,13 +286,14 @@ def inclusion(session: Session, seq: int, size: int | None) -> InclusionProof:
         tree_size=size,
         leaf_hash=b64(leaf_hash(forms[0][1])),
         hashes=[b64(h) for h in hashes],
-        checkpoint=checkpoint.note,
+        checkpoint=with_cosignatures(session, checkpoint),
     )
 
 
 def proof_bundle(session: Session, seq: int) -> str:
-    """Event `seq` as a C2SP tlog-proof against the latest checkpoint: provable offline."""
-    proof = inclusion(session, seq, None)
+    """Event `seq` as a C2SP tlog-proof, provable offline: against the latest checkpoint a
+    witness cosigned that covers it, else the latest checkpoint."""
+    proof = inclusion(session, seq, latest_cosigned_size(session, seq))
     lines = [PROOF_HEADER, f"index {proof.index}", *proof.hashes]
     return "\n".join(lines) + "\n\n" + proof.checkpoint
 

@@ -1,8 +1,9 @@
-"""The Merkle tree over the events, its signed tree checkpoints, and the log's settings
+"""The Merkle tree over the events, its signed checkpoints and their witnesses'
+cosignatures, and the log's settings
 
 The tree (RFC 6962 hashing, leaves = the events' canonical bytes in seq order) is built
 here for an existing log, in one pass over the events in seq order (memory stays flat:
-only the tiles being filled are held). The three tables are append-only like the ledger's.
+only the tiles being filled are held). The tables are append-only like the ledger's.
 
 This revision reads the events with the fields and forms of its own time (the canonical
 form of docs/integrity.md §1), so a later change to the models does not change what it
@@ -30,7 +31,7 @@ depends_on: str | Sequence[str] | None = None
 
 log = logging.getLogger("access_audit")
 
-TABLES = ("tree_hashes", "tree_checkpoints", "log_settings")
+TABLES = ("tree_hashes", "tree_checkpoints", "tree_cosignatures", "log_settings")
 # The hashed fields of an event at this revision, and which of them are JSON or timestamps.
 HASHED = (
     "action", "action_category", "actor", "actor_roles", "break_glass", "client_event_id",
@@ -59,6 +60,14 @@ def upgrade() -> None:
         sa.Column("note", sa.Text(), nullable=False),
         sa.Column("signed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("size", name=op.f("pk_tree_checkpoints")),
+    )
+    op.create_table(
+        "tree_cosignatures",
+        sa.Column("size", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("witness", sa.String(length=255), nullable=False),
+        sa.Column("line", sa.Text(), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("size", "witness", name=op.f("pk_tree_cosignatures")),
     )
     op.create_table(
         "log_settings",
