@@ -92,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
         help="trust only this checkpoint key, not the keys the database publishes "
         "(repeat for rotated keys)",
     )
+    verify.add_argument(
+        "--log-vkey",
+        action="append",
+        metavar="VKEY",
+        help="trust only this log key (signed-note vkey, as `log info` prints it) for tree and "
+        "chain checkpoints alike, whatever the database publishes (repeat for rotated keys; "
+        "default AUDIT_TRUSTED_LOG_KEYS)",
+    )
     verify.set_defaults(run=_verify)
 
     witness = sub.add_parser("witness", help="an independent witness of a log (C2SP)")
@@ -353,8 +361,9 @@ def _verify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from app.db import Database, make_engine
+    from app.ledger.note import NoteError, Verifier
     from app.ledger.signing import load_public_key
-    from app.ledger.verify import verify_chain
+    from app.ledger.verify import tree_checks, verify_chain
 
     if (args.from_seq is not None and args.from_seq < 1) or (
         args.to_seq is not None and args.to_seq < 1
@@ -379,6 +388,13 @@ def _verify(args: argparse.Namespace) -> int:
             pinned.append(key)
     started = time.perf_counter()
     settings = Settings()
+    try:
+        log_keys = [Verifier.from_vkey(v) for v in args.log_vkey or settings.trusted_log_keys]
+    except NoteError as exc:
+        print(f"error: a log vkey: {exc}", file=sys.stderr)
+        return 2
+    if log_keys:
+        pinned = [*(pinned or []), *(key.public_key for key in log_keys)]
     database = Database(make_engine(settings.database_url), settings.ledger_lock_timeout_seconds)
     try:
         with (
@@ -390,6 +406,7 @@ def _verify(args: argparse.Namespace) -> int:
                 from_seq=args.from_seq,
                 to_seq=args.to_seq,
                 pinned_keys=pinned,
+                tree=tree_checks(session, log_keys, settings.log_origin, _signing_key(settings)),
                 progress=_advance(bar),
             )
     finally:
@@ -410,6 +427,19 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         print(f"INVALID at seq {result.first_invalid_seq}: {result.problem}")
     return 0 if result.valid else 1
+
+
+def _signing_key(settings: Settings) -> Any:
+    """The log's private key if this machine holds it (then authenticators are checked);
+    verify never creates one."""
+    from app.keys import SIGNING_KEY_FILE
+    from app.ledger.signing import Signer
+
+    path = settings.signing_key_file or settings.state_path / SIGNING_KEY_FILE
+    if not path.exists():
+        log.info("no signing key at %s: event authenticators are not checked", path)
+        return None
+    return Signer.from_pem_file(path).private_key
 
 
 def _advance(bar: Any) -> Callable[[int], None]:

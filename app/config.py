@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # Independent witnesses (`access-audit witness serve`), as a JSON list of {url, vkey}.
     witnesses: list[WitnessSetting] = Field(default_factory=list)
     witness_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Log keys (signed-note vkeys) that `verify` trusts for tree checkpoints and chain
+    # checkpoints alike, whatever the database publishes; unset, the service's own key.
+    trusted_log_keys: list[str] = Field(default_factory=list)
     # argon2 cost; production keeps the library's defaults, tests lower them for speed.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_cost: int = Field(default=65_536, ge=8)

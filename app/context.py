@@ -22,7 +22,7 @@ from app.db import Database, make_engine
 from app.keys import service_keys
 from app.ledger import service as ledger_service
 from app.ledger.append_store import store_for
-from app.ledger.note import NoteError
+from app.ledger.note import NoteError, Verifier
 from app.ledger.service import Ledger, VolumeRule
 from app.ledger.transparency import Publisher, TransparencyLog
 from app.ledger.witnessing import Submitter, WitnessPeer
@@ -111,6 +111,10 @@ def build_context(
         witnesses = tuple(WitnessPeer.from_setting(w) for w in settings.witnesses)
     except NoteError as exc:
         raise SystemExit(f"AUDIT_WITNESSES: {exc}") from exc
+    try:
+        trusted = [Verifier.from_vkey(vkey) for vkey in settings.trusted_log_keys]
+    except NoteError as exc:
+        raise SystemExit(f"AUDIT_TRUSTED_LOG_KEYS: {exc}") from exc
     ledger = Ledger(
         store_for(database.engine),
         keys.signer,
@@ -132,7 +136,7 @@ def build_context(
         database=database,
         policy=policy,
         ledger=ledger,
-        transparency=TransparencyLog(keys.signer, settings.log_origin, signing_clock),
+        transparency=TransparencyLog(keys.signer, settings.log_origin, signing_clock, trusted),
         witnesses=witnesses,
         tokens=tokens,
         cursors=cursors,

@@ -164,7 +164,7 @@ def load(database_url: str, n: int, seed: int, key_file: Path) -> LoadedLog:
     from app.db import make_engine
     from app.ledger.merkle import TreeBuilder
     from app.ledger.models import Checkpoint, Event, SigningKey, TreeHash
-    from app.ledger.signing import Signer, checkpoint_message
+    from app.ledger.signing import Authenticator, Signer, checkpoint_message
 
     if not key_file.exists():
         key_file.write_bytes(Signer.new_key_pem())
@@ -181,6 +181,7 @@ def load(database_url: str, n: int, seed: int, key_file: Path) -> LoadedLog:
                 "created_at": datetime.now(UTC),
             }])  # fmt: skip
         tree = TreeBuilder()
+        mark = Authenticator.of(signer.private_key).mark
         for chunk, leaves in generate(n, seed):
             checkpoints = [
                 {"seq": r["seq"], "hash": r["hash"], "signed_at": r["recorded_at"],
@@ -197,7 +198,8 @@ def load(database_url: str, n: int, seed: int, key_file: Path) -> LoadedLog:
                 if checkpoints:
                     conn.execute(insert(Checkpoint.__table__), checkpoints)
                 conn.execute(insert(TreeHash.__table__), [
-                    {"tile_level": level, "position": position, "hash": value}
+                    {"tile_level": level, "position": position, "hash": value,
+                     "authenticator": mark(value) if level == 0 else None}
                     for level, position, value in tree.add(leaves)
                 ])  # fmt: skip
             for r in chunk:

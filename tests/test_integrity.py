@@ -406,10 +406,11 @@ def test_recomputed_chain_is_caught_by_the_checkpoint(
     attack(session)
     session.execute(update(EVENTS).where(EVENTS.c.seq == target).values(actor="someone.else"))
     recompute_from(session, target)
-    body = verify(client, auditor)
-    assert body["first_invalid_seq"] == checkpoint
-    assert body["problem"] == f"checkpoint at seq {checkpoint} does not match the event's hash"
-    assert body["checked"] == checkpoint - 1
+    chain = verify_chain(session)  # the chain alone: caught at the checkpoint
+    assert chain.first_invalid_seq == checkpoint
+    assert chain.problem == f"checkpoint at seq {checkpoint} does not match the event's hash"
+    assert chain.checked == checkpoint - 1
+    caught_by_the_tree(verify(client, auditor), target)
 
 
 def test_recomputed_chain_with_checkpoints_removed_is_caught(
@@ -421,11 +422,10 @@ def test_recomputed_chain_with_checkpoints_removed_is_caught(
     session.execute(update(EVENTS).where(EVENTS.c.seq == checkpoint - 300).values(actor="x"))
     recompute_from(session, checkpoint - 300)
     session.execute(delete(Checkpoint).where(Checkpoint.seq > previous))
-    body = verify(client, auditor)
-    assert body["first_invalid_seq"] == checkpoint
-    assert (
-        body["problem"] == f"missing checkpoint: none from seq {previous + 1} to seq {checkpoint}"
-    )
+    chain = verify_chain(session)
+    assert chain.first_invalid_seq == checkpoint
+    assert chain.problem == f"missing checkpoint: none from seq {previous + 1} to seq {checkpoint}"
+    caught_by_the_tree(verify(client, auditor), checkpoint - 300)
 
 
 def test_rewritten_checkpoint_has_an_invalid_signature(
@@ -437,9 +437,17 @@ def test_rewritten_checkpoint_has_an_invalid_signature(
     recompute_from(session, checkpoint - 300)
     new_hash = session.scalar(select(Event.hash).where(Event.seq == checkpoint))
     session.execute(update(Checkpoint).where(Checkpoint.seq == checkpoint).values(hash=new_hash))
-    body = verify(client, auditor)
-    assert body["first_invalid_seq"] == checkpoint
-    assert body["problem"] == f"checkpoint at seq {checkpoint} has an invalid signature"
+    chain = verify_chain(session)
+    assert chain.first_invalid_seq == checkpoint
+    assert chain.problem == f"checkpoint at seq {checkpoint} has an invalid signature"
+    caught_by_the_tree(verify(client, auditor), checkpoint - 300)
+
+
+def caught_by_the_tree(body: dict[str, Any], edited: int) -> None:
+    """A re-chained edit is caught at the edited event itself: the tree still holds the
+    leaf of what the service wrote."""
+    assert body["first_invalid_seq"] == edited
+    assert body["problem"] == f"event at seq {edited} is not the tree's leaf for it"
 
 
 def test_checkpoint_by_an_unpublished_key(

@@ -30,7 +30,6 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app.ledger.merkle import StoredHash
 from app.ledger.models import EVENT_FIELDS, JSON_FIELDS, TIMESTAMP_FIELDS
 
 # One constant key for the transaction-scoped advisory lock that serialises appends.
@@ -42,6 +41,8 @@ IdempotencyKey = tuple[str, str]
 WindowBucket = tuple[str, int]
 # One row of the volume summary: (record_type, record_id, first_us, last_us).
 TouchRow = tuple[str, str, int, int]
+# A row of the tree: (tile_level, position, hash, authenticator or None above the leaves).
+TreeRow = tuple[int, int, bytes, bytes | None]
 # An upkeep of the summary: (actor, width, bucket, record_type, record_id, first_us, last_us).
 TouchUpkeep = tuple[str, int, int, str, str, int, int]
 
@@ -139,7 +140,7 @@ class AppendStore:
         session: Session,
         rows: Sequence[tuple[Any, ...]],
         touches: Sequence[TouchUpkeep],
-        tree: Sequence[StoredHash],
+        tree: Sequence[TreeRow],
     ) -> None:
         """Insert events (rows of `storage_row`), keep the volume summary up to date and
         store the tree's new hashes."""
@@ -250,7 +251,9 @@ class SqliteStore(AppendStore):
     _EARLIEST = _WINDOW.format(order="first_us")
     _INSERT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join('?' * len(EVENT_FIELDS))})"
     _UPKEEP = _UPKEEP.format(marks=", ".join("?" * 7), least="min", greatest="max")
-    _TREE = "INSERT INTO tree_hashes (tile_level, position, hash) VALUES (?, ?, ?)"
+    _TREE = (
+        "INSERT INTO tree_hashes (tile_level, position, hash, authenticator) VALUES (?, ?, ?, ?)"
+    )
     _STORED = _STORED_HASHES.format(mark="?")
 
     def storage_row(self, values: Sequence[Any]) -> tuple[Any, ...]:
@@ -307,7 +310,7 @@ class SqliteStore(AppendStore):
         session: Session,
         rows: Sequence[tuple[Any, ...]],
         touches: Sequence[TouchUpkeep],
-        tree: Sequence[StoredHash],
+        tree: Sequence[TreeRow],
     ) -> None:
         driver = self._driver(session)
         try:
@@ -359,8 +362,8 @@ class PostgresStore(AppendStore):
         "%s::text[], %s::bigint[], %s::bigint[])"
     )).format(least="LEAST", greatest="GREATEST")  # fmt: skip
     _TREE = (
-        "INSERT INTO tree_hashes (tile_level, position, hash) "
-        "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])"
+        "INSERT INTO tree_hashes (tile_level, position, hash, authenticator) "
+        "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[], %s::bytea[])"
     )
     _STORED = _STORED_HASHES.format(mark="%s")
 
@@ -434,7 +437,7 @@ class PostgresStore(AppendStore):
         session: Session,
         rows: Sequence[tuple[Any, ...]],
         touches: Sequence[TouchUpkeep],
-        tree: Sequence[StoredHash],
+        tree: Sequence[TreeRow],
     ) -> None:
         driver = self._driver(session)
         try:

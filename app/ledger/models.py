@@ -197,6 +197,11 @@ class TreeHash(Base):
     tile_level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    authenticator: Mapped[bytes | None] = mapped_column(
+        LargeBinary(36),
+        doc="a leaf's: the signing key's 4-byte tag and HMAC-SHA256 of the leaf hash under a "
+        "key derived from it (docs/integrity.md, Authenticated events); null above level 0",
+    )
 
 
 class TreeCheckpoint(Base):

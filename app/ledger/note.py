@@ -69,6 +69,11 @@ class Verifier:
             raise NoteError("the vkey's key id does not match its name and key")
         return cls(name, raw[0], wanted, Ed25519PublicKey.from_public_bytes(raw[1:]))
 
+    @classmethod
+    def of(cls, name: str, public_key: Ed25519PublicKey) -> Verifier:
+        """The Ed25519 (0x01) verifier of `public_key` under `name`."""
+        return cls(name, ED25519, key_id(name, ED25519, public_key.public_bytes(*_RAW)), public_key)
+
     @property
     def vkey(self) -> str:
         material = base64.b64encode(bytes([self.kind]) + self.public_key.public_bytes(*_RAW))

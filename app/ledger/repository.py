@@ -16,7 +16,10 @@ from app.ledger.models import (
     TIMESTAMP_FIELDS,
     Checkpoint,
     Event,
+    LogSetting,
     SigningKey,
+    TreeCheckpoint,
+    TreeHash,
     VolumeWidth,
 )
 
@@ -55,10 +58,11 @@ def _canonical_timestamp(column: ColumnElement[Any], dialect: str) -> ColumnElem
 
 
 def chain_batches(
-    session: Session, first: int, last: int | None, batch_size: int
+    session: Session, first: int, last: int | None, batch_size: int, leaves: bool = False
 ) -> Iterator[Sequence[Sequence[Any]]]:
     """Rows of the hashed fields in `CANONICAL_ORDER`, then prev_hash and hash, in seq
-    order from `first` to `last`, in batches.
+    order from `first` to `last`, in batches; with `leaves`, then the event's leaf hash
+    and authenticator as the tree stores them (None where the tree has no leaf).
 
     Each column comes in the form the canonical encoding needs, so that the verifier's
     per-row Python stays minimal: timestamps as canonical text made by the database, JSON
@@ -77,7 +81,13 @@ def chain_batches(
         else:
             columns.append(column)
     columns += [table.c.prev_hash, table.c.hash]
-    query = select(*columns).where(table.c.seq >= first).order_by(table.c.seq)
+    query = select(*columns)
+    if leaves:
+        tree = TreeHash.__table__
+        query = query.add_columns(tree.c.hash, tree.c.authenticator).outerjoin(
+            tree, (tree.c.tile_level == 0) & (tree.c.position == table.c.seq - 1)
+        )
+    query = query.where(table.c.seq >= first).order_by(table.c.seq)
     if last is not None:
         query = query.where(table.c.seq <= last)
     result = session.execute(query.execution_options(yield_per=batch_size))
@@ -90,14 +100,51 @@ def chain_batches(
 def canonical_forms(session: Session, first: int, last: int) -> Iterator[tuple[int, bytes]]:
     """(seq, canonical bytes) of the events `first` … `last`, in seq order: the tree's
     leaves, as the append encoded them (docs/integrity.md §1)."""
+    for seq, canonical, _, _ in stored_leaves(session, first, last, leaves=False):
+        yield seq, canonical
+
+
+def stored_leaves(
+    session: Session, first: int, last: int, leaves: bool = True
+) -> Iterator[tuple[int, bytes, bytes | None, bytes | None]]:
+    """(seq, canonical bytes, the tree's leaf hash, its authenticator) of the events
+    `first` … `last` in seq order, streamed (None for what the tree lacks)."""
     json_at = [i for i, name in enumerate(CANONICAL_ORDER) if name in JSON_FIELDS]
-    for batch in chain_batches(session, first, last, batch_size=1000):
+    width = len(CANONICAL_ORDER)
+    for batch in chain_batches(session, first, last, batch_size=1000, leaves=leaves):
         for row in batch:
-            values = list(row[: len(CANONICAL_ORDER)])
+            values = list(row[:width])
             for i in json_at:
                 values[i] = json.loads(values[i])
             body = dict(zip(CANONICAL_ORDER, values, strict=True))
-            yield body["seq"], encode_canonical(body)
+            leaf, mark = (row[width + 2], row[width + 3]) if leaves else (None, None)
+            yield (
+                body["seq"],
+                encode_canonical(body),
+                None if leaf is None else bytes(leaf),
+                None if mark is None else bytes(mark),
+            )
+
+
+AUTHENTICATED_FROM = "authenticated_from_seq"  # a `log_settings` name (migration 0005)
+
+
+def authenticated_from(session: Session) -> int:
+    """The first seq written with an authenticator (a log older than them starts later)."""
+    stored = session.get(LogSetting, AUTHENTICATED_FROM)
+    return int(stored.value) if stored is not None else 1
+
+
+def log_origin(session: Session) -> str | None:
+    """The origin generated for this log and kept with it, if any."""
+    stored = session.get(LogSetting, "origin")
+    return stored.value if stored is not None else None
+
+
+def tree_checkpoints(session: Session) -> list[tuple[int, str]]:
+    """(size, note) of every tree checkpoint, by size."""
+    query = select(TreeCheckpoint.size, TreeCheckpoint.note).order_by(TreeCheckpoint.size)
+    return [(row.size, row.note) for row in session.execute(query)]
 
 
 def next_seq_after(session: Session, seq: int) -> int | None:

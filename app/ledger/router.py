@@ -35,7 +35,9 @@ def verify(
     to_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ, description="last seq to check")] = None,
 ) -> Verification:
     """Recompute the chain and check every checkpoint in range; `valid` false names the break."""
-    return service.verify(session, context.ledger, from_seq, to_seq)
+    trusted = context.transparency.trusted_keys(session)
+    pinned = context.transparency.pinned
+    return service.verify(session, context.ledger, trusted, from_seq, to_seq, pinned=pinned)
 
 
 @router.get(

@@ -29,14 +29,16 @@ from app.ledger.append_store import (
     LoggedEvent,
     Opened,
     TouchUpkeep,
+    TreeRow,
     WindowBucket,
     WindowReads,
 )
 from app.ledger.canonical import GENESIS_HASH, chain_hash, encode_canonical, format_timestamp
 from app.ledger.merkle import ProofError, grow, leaf_hash
 from app.ledger.models import CONTENT_FIELDS, EVENT_FIELDS, HASHED_FIELDS, Checkpoint, Event
-from app.ledger.signing import Signer, checkpoint_message
-from app.ledger.verify import Verification, verify_chain
+from app.ledger.note import Verifier
+from app.ledger.signing import Authenticator, Signer, checkpoint_message
+from app.ledger.verify import TreeChecks, Verification, verify_chain
 from app.pagination import Cursors, int_key
 from app.vocabulary import ACCESS_KINDS
 
@@ -130,6 +132,7 @@ class Ledger:
     ) -> None:
         self.store = store
         self.signer = signer
+        self.authenticator = Authenticator.of(signer.private_key)
         self.checkpoint_interval = checkpoint_interval
         self.lock_timeout = lock_timeout
         self.volume = volume
@@ -361,10 +364,16 @@ class LockedAppend:
         ]
         session, store = self._session, ledger.store
         try:
-            tree = grow(size, leaves, partial(store.stored_hashes, session))
+            hashes = grow(size, leaves, partial(store.stored_hashes, session))
         except ProofError as exc:
             log.error("the Merkle tree does not match the log at seq %d: %s", size + 1, exc)
             raise LedgerUnavailable("the audit log's tree is damaged: run verify") from exc
+        # The first rows are the leaves, in order: each carries its authenticator.
+        mark = ledger.authenticator.mark
+        tree: list[TreeRow] = [
+            (level, position, value, mark(value) if i < len(leaves) else None)
+            for i, (level, position, value) in enumerate(hashes)
+        ]
         store.insert(session, rows, upkeep, tree)
         if checkpoints:
             ledger.publish_key(self._session)
@@ -397,13 +406,37 @@ def start(session: Session, ledger: Ledger) -> None:
 
 
 def verify(
-    session: Session, ledger: Ledger, from_seq: int | None, to_seq: int | None
+    session: Session,
+    ledger: Ledger,
+    log_keys: Sequence[Verifier],
+    from_seq: int | None,
+    to_seq: int | None,
+    *,
+    pinned: bool = False,
 ) -> Verification:
-    """Verify the chain and its checkpoints; the service's own key is trusted as it is."""
+    """Verify the chain, its checkpoints and the tree (with the service's authenticator).
+    Tree checkpoints must open with one of `log_keys`; chain checkpoints are checked with
+    the published keys and the service's own as it is, or with `pinned`, only with the
+    keys of `log_keys` (AUDIT_TRUSTED_LOG_KEYS: whatever the database publishes)."""
     if from_seq is not None and to_seq is not None and from_seq > to_seq:
         raise Invalid(["query", "from_seq"], "from_seq must not be greater than to_seq")
     own_key = {ledger.signer.key_id: ledger.signer.public_key_pem}
-    return verify_chain(session, from_seq=from_seq, to_seq=to_seq, trusted_keys=own_key)
+    retired = frozenset(
+        bytes.fromhex(key.key_id)[:4]
+        for key in repository.signing_keys(session)
+        if key.key_id != ledger.signer.key_id
+    )
+    tree = TreeChecks(
+        log_keys, ledger.authenticator, repository.authenticated_from(session), retired
+    )
+    return verify_chain(
+        session,
+        from_seq=from_seq,
+        to_seq=to_seq,
+        trusted_keys=None if pinned else own_key,
+        pinned_keys=[key.public_key for key in log_keys] if pinned else None,
+        tree=tree,
+    )
 
 
 def sign_checkpoint(session: Session, ledger: Ledger) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,3 +100,49 @@ class Signer:
 
     def sign(self, message: bytes) -> str:
         return base64.b64encode(self.private_key.sign(message)).decode("ascii")
+
+
+AUTHENTICATOR_CONTEXT = b"access-audit event authenticator v1"
+AUTHENTICATOR_SIZE = 36  # the key's 4-byte tag, then HMAC-SHA256
+
+
+@dataclass(frozen=True)
+class Authenticator:
+    """Marks every leaf the service writes: the 4-byte tag of the signing key, then
+    HMAC-SHA256(k, leaf hash) with k = HMAC-SHA256(the key's 32-byte private seed,
+    AUTHENTICATOR_CONTEXT). The database holds neither key: a row inserted behind the
+    service's back cannot carry a valid one (docs/integrity.md, "Authenticated events")."""
+
+    tag: bytes
+    key: bytes
+
+    @classmethod
+    def of(cls, private_key: Ed25519PrivateKey) -> Authenticator:
+        seed = private_key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        public = private_key.public_key()
+        return cls(
+            bytes.fromhex(key_id_of(public))[:4],
+            hmac.new(seed, AUTHENTICATOR_CONTEXT, hashlib.sha256).digest(),
+        )
+
+    def mark(self, leaf: bytes) -> bytes:
+        return self.tag + hmac.new(self.key, leaf, hashlib.sha256).digest()
+
+    def check(
+        self, leaf: bytes, stored: bytes | None, retired: frozenset[bytes] = frozenset()
+    ) -> str | None:
+        """None when `stored` is this key's mark of `leaf` (or bears the tag of a `retired`
+        key, which cannot be checked without it); else what is wrong with it."""
+        if stored is None or len(stored) != AUTHENTICATOR_SIZE:
+            return "has no authenticator"
+        if stored[:4] != self.tag:
+            if stored[:4] in retired:
+                return None
+            return f"is authenticated by another key (tag {stored[:4].hex()})"
+        if not hmac.compare_digest(stored, self.mark(leaf)):
+            return "has an authenticator that does not verify"
+        return None

@@ -15,6 +15,7 @@ import base64
 import logging
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -40,14 +41,16 @@ from app.ledger.merkle import (
     tile_hash_at,
 )
 from app.ledger.models import LogSetting, TreeCheckpoint, TreeCosignature, TreeHash
-from app.ledger.note import Checkpoint, NoteSigner
-from app.ledger.signing import Signer
+from app.ledger.note import Checkpoint, NoteSigner, Verifier
+from app.ledger.signing import Authenticator, Signer
 
 log = logging.getLogger("access_audit")
 
 ORIGIN_SETTING: Final = "origin"
 GENERATED_ORIGIN: Final = "access-audit.invalid/{}"
 PROOF_HEADER: Final = "c2sp.org/tlog-proof@v1"
+# One worker at a time makes a checkpoint (a transaction-scoped lock; PostgreSQL).
+PUBLISH_LOCK_KEY: Final = 0x747265652D636B  # "tree-ck"
 
 
 def b64(value: bytes) -> str:
@@ -60,8 +63,17 @@ class TransparencyLog:
     `origin` is AUDIT_LOG_ORIGIN when set; otherwise one generated once per database and
     kept in `log_settings` (`origin_for`)."""
 
-    def __init__(self, signer: Signer, configured_origin: str | None, signing_clock: Clock):
+    def __init__(
+        self,
+        signer: Signer,
+        configured_origin: str | None,
+        signing_clock: Clock,
+        trusted: Sequence[Verifier] = (),
+    ) -> None:
         self._key = signer.private_key
+        self._trusted = list(trusted)
+        self.authenticator = Authenticator.of(signer.private_key)
+        self._refused: int | None = None  # the seq last refused a checkpoint (logged once)
         self._configured = configured_origin
         self._origin: str | None = configured_origin
         self.signing_clock = signing_clock
@@ -82,6 +94,15 @@ class TransparencyLog:
     def note_signer(self, session: Session) -> NoteSigner:
         return NoteSigner(self.origin_for(session), self._key)
 
+    @property
+    def pinned(self) -> bool:
+        """Whether AUDIT_TRUSTED_LOG_KEYS names the trusted keys."""
+        return bool(self._trusted)
+
+    def trusted_keys(self, session: Session) -> list[Verifier]:
+        """The log keys `verify` trusts: AUDIT_TRUSTED_LOG_KEYS, else the service's own."""
+        return self._trusted or [self.note_signer(session).verifier]
+
     def vkey(self, session: Session) -> str:
         """The signed-note verifier key: `<origin>+<hex key id>+base64(0x01 || key)`."""
         return self.note_signer(session).verifier.vkey
@@ -96,6 +117,16 @@ class TransparencyLog:
         size = head[0] if head else 0
         if latest is not None and size <= latest:
             return None
+        # Never sign over an event the service did not write: stop before the first one.
+        found = first_unauthentic(session, self.authenticator, (latest or 0) + 1, size)
+        if found is not None:
+            seq, problem = found
+            if self._refused != seq:
+                log.error("no checkpoint covers seq %d: the event %s", seq, problem)
+                self._refused = seq
+            size = seq - 1
+            if latest is not None and size <= latest:
+                return None
         signer = self.note_signer(session)
         root = tree_root(session, size)
         text = Checkpoint(signer.name, size, root).text
@@ -150,6 +181,25 @@ def latest_cosigned_size(session: Session, at_least: int) -> int | None:
     return session.scalar(
         select(func.max(TreeCosignature.size)).where(TreeCosignature.size >= at_least)
     )
+
+
+def first_unauthentic(
+    session: Session, authenticator: Authenticator, first: int, last: int
+) -> tuple[int, str] | None:
+    """(seq, what is wrong) of the first event in first … last that the service did not
+    write as it stands: its leaf in the tree is not its canonical bytes' hash, or the leaf
+    lacks this key's authenticator (events before `authenticated_from` are not asked)."""
+    first = max(first, repository.authenticated_from(session))
+    if first > last:
+        return None
+    for seq, canonical, stored, mark in repository.stored_leaves(session, first, last):
+        leaf = leaf_hash(canonical)
+        if stored != leaf:
+            return seq, "is not the tree's leaf (written behind the service's back?)"
+        problem = authenticator.check(leaf, mark)
+        if problem is not None:
+            return seq, problem
+    return None
 
 
 def latest_checkpoint(session: Session) -> TreeCheckpoint | None:
@@ -325,6 +375,10 @@ class Publisher:
 
     def publish_once(self) -> TreeCheckpoint | None:
         with self._database.reader() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                turn = func.pg_try_advisory_xact_lock(PUBLISH_LOCK_KEY)
+                if not session.scalar(select(turn)):
+                    return None  # another worker is signing this round
             row = self._log.next_checkpoint(session)
         if row is not None:
             with self._database.transaction() as session:

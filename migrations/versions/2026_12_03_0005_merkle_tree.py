@@ -50,6 +50,7 @@ def upgrade() -> None:
         sa.Column("tile_level", sa.SmallInteger(), autoincrement=False, nullable=False),
         sa.Column("position", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("hash", sa.LargeBinary(length=32), nullable=False),
+        sa.Column("authenticator", sa.LargeBinary(length=36), nullable=True),
         sa.PrimaryKeyConstraint("tile_level", "position", name=op.f("pk_tree_hashes")),
         sqlite_with_rowid=False,
     )
@@ -75,7 +76,12 @@ def upgrade() -> None:
         sa.Column("value", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_log_settings")),
     )
-    _build_tree()
+    built = _build_tree()
+    # Events written from here on carry an authenticator; those before cannot get one now.
+    op.bulk_insert(
+        sa.table("log_settings", sa.column("name"), sa.column("value")),
+        [{"name": "authenticated_from_seq", "value": str(built + 1)}],
+    )
     _refuse_update_and_delete()
 
 
@@ -96,7 +102,7 @@ def _select_events(dialect: str) -> str:
     return f"SELECT {', '.join(columns)} FROM events WHERE seq > :after ORDER BY seq LIMIT {BATCH}"
 
 
-def _build_tree() -> None:
+def _build_tree() -> int:
     bind = op.get_bind()
     query = sa.text(_select_events(bind.dialect.name))
     hashes = sa.table(
@@ -128,6 +134,7 @@ def _build_tree() -> None:
             log.warning("building the Merkle tree: %d events so far", size)
     if size:
         log.warning("built the Merkle tree over %d events", size)
+    return size
 
 
 def _refuse_update_and_delete() -> None:

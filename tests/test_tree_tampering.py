@@ -1,0 +1,163 @@
+"""What the chain alone missed, caught by the tree (contract section 13): a correctly
+chained row inserted behind the service's back, a rewrite re-signed with a key added to
+the database, a tail cut after the last chain checkpoint. Each is detected and named by
+seq; no tree checkpoint is signed over a forged row."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from app.cli import main
+from app.context import AppContext, build_context
+from app.ledger import merkle, repository
+from app.ledger.canonical import canonical_bytes, chain_hash
+from app.ledger.models import Event, SigningKey, TreeCheckpoint, TreeHash
+from app.ledger.note import Checkpoint, NoteSigner
+from app.ledger.signing import Signer
+from tests.conftest import make_settings
+from tests.test_integrity import append, attack, verify
+
+EVENTS = Event.__table__
+
+
+@pytest.fixture
+def auditor(as_role: Callable[[str], dict[str, str]]) -> dict[str, str]:
+    return as_role("auditor")
+
+
+def forge_next_event(session: Session, tree_row: bool, mark: bytes | None = None) -> int:
+    """Insert a correctly chained event after the head, as someone with database access
+    but not the service's key would (and its leaf in the tree, if `tree_row`)."""
+    head = repository.head(session)
+    assert head is not None
+    seq, prev = head[0] + 1, head[1]
+    row = session.execute(select(EVENTS).where(EVENTS.c.seq == head[0])).mappings().one()
+    forged: dict[str, Any] = {**row, "seq": seq, "event_id": str(uuid.uuid4()),
+                              "actor": "someone.else", "prev_hash": prev}  # fmt: skip
+    canonical = canonical_bytes(forged)
+    forged["hash"] = chain_hash(prev, canonical)
+    session.execute(insert(EVENTS), [forged])
+    if tree_row:
+        session.execute(insert(TreeHash), [{
+            "tile_level": 0, "position": seq - 1, "hash": merkle.leaf_hash(canonical),
+            "authenticator": mark,
+        }])  # fmt: skip
+    session.flush()
+    return seq
+
+
+@pytest.mark.parametrize("tree_row", [False, True], ids=["no leaf", "leaf, no valid mark"])
+def test_a_chained_row_inserted_behind_the_service_is_caught_and_never_checkpointed(
+    client: TestClient,
+    session: Session,
+    context: AppContext,
+    auditor: dict[str, str],
+    tree_row: bool,
+) -> None:
+    append(session, context, 5)
+    context.transparency.publish(session)
+    forged = forge_next_event(session, tree_row, mark=b"\x00" * 36 if tree_row else None)
+    body = verify(client, auditor)
+    assert body["first_invalid_seq"] == forged
+    expected = "not written by the service" if tree_row else "is not the tree's leaf"
+    assert expected in body["problem"]
+    # The service appends after it, but no checkpoint ever covers the forged row.
+    append(session, context, 3)
+    context.transparency.publish(session)
+    assert session.scalar(select(TreeCheckpoint.size).order_by(TreeCheckpoint.size.desc())) < (
+        forged
+    )
+
+
+def test_a_rewrite_resigned_with_a_key_added_to_the_database_fails_pinned_verification(
+    new_database: Callable[[], str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The attacker rewrites the tail, rebuilds chain and tree, and signs a checkpoint with
+    a key of their own that they publish in `signing_keys`: the database agrees with
+    itself. Only a verifier who pins the log's real key catches it."""
+    url = new_database()
+    context = build_context(make_settings(url, tmp_path))
+    context.start()
+    with context.database.transaction() as session:
+        append(session, context, 40)
+        context.transparency.publish(session)
+        honest = context.transparency.vkey(session)
+        origin = context.transparency.origin_for(session)
+    with context.database.transaction() as session:
+        attack(session, "events", "tree_hashes", "tree_checkpoints")
+        for model in (TreeHash, TreeCheckpoint):
+            session.execute(delete(model))
+        session.execute(delete(EVENTS).where(EVENTS.c.seq > 30))
+        key = Ed25519PrivateKey.generate()
+        signer = Signer.from_key(key)
+        session.execute(insert(SigningKey), [{
+            "key_id": signer.key_id, "public_key_pem": signer.public_key_pem,
+            "created_at": context.clock(),
+        }])  # fmt: skip
+        leaves = [merkle.leaf_hash(data) for _, data in repository.canonical_forms(session, 1, 30)]
+        for seq in range(31, 36):
+            leaves.append(forge_after_head(session, seq))
+        session.execute(insert(TreeHash), [
+            {"tile_level": level, "position": position, "hash": value, "authenticator": None}
+            for level, position, value in merkle.TreeBuilder().add(leaves)
+        ])  # fmt: skip
+        root = merkle.root_of(leaves)
+        text = Checkpoint(origin, len(leaves), root).text
+        note = text + "\n" + NoteSigner(origin, key).signature_line(text)
+        session.execute(insert(TreeCheckpoint), [
+            {"size": len(leaves), "note": note, "root": root, "signed_at": context.clock()}
+        ])  # fmt: skip
+    context.dispose()
+    monkeypatch.setenv("AUDIT_DATABASE_URL", url)
+    monkeypatch.setenv("AUDIT_SIGNING_KEY_FILE", str(tmp_path / "not-here.pem"))
+    # Unpinned, and without the service's key at hand, the rewrite looks consistent…
+    assert main(["verify"]) == 0
+    capsys.readouterr()
+    # …but not to whoever holds the log's real vkey.
+    assert main(["verify", "--log-vkey", honest]) == 1
+    said = capsys.readouterr().out
+    assert (
+        "INVALID at seq 35: tree checkpoint of size 35 is not signed by a trusted log key" in said
+    )
+
+
+def forge_after_head(session: Session, seq: int) -> bytes:
+    """A chained event at `seq` after the head, as the attacker writes it; its leaf hash."""
+    head = repository.head(session)
+    assert head is not None
+    assert head[0] == seq - 1
+    row = dict(session.execute(select(EVENTS).where(EVENTS.c.seq == seq - 1)).mappings().one())
+    row.update(seq=seq, event_id=str(uuid.uuid4()), actor="attacker", prev_hash=head[1])
+    canonical = canonical_bytes(row)
+    row["hash"] = chain_hash(head[1], canonical)
+    session.execute(insert(EVENTS), [row])
+    return merkle.leaf_hash(canonical)
+
+
+def test_a_tail_cut_after_the_last_chain_checkpoint_is_caught_by_the_tree(
+    client: TestClient, session: Session, context: AppContext, auditor: dict[str, str]
+) -> None:
+    interval = context.ledger.checkpoint_interval
+    append(session, context, interval + 12)  # a chain checkpoint at `interval`, 12 after it
+    context.transparency.publish(session)
+    head = repository.head(session)
+    assert head is not None
+    attack(session, "events")
+    session.execute(delete(Event.__table__).where(Event.seq > head[0] - 5))
+    body = verify(client, auditor)
+    assert body["first_invalid_seq"] == head[0] - 4
+    assert body["problem"] == (
+        f"head seq {head[0] - 5} is behind the tree checkpoint of size {head[0]}"
+    )
