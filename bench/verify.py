@@ -6,8 +6,12 @@ N-event log the way the service would have written it (real canonical form, real
 hashes, a real Ed25519 checkpoint every 1,000 events), bulk-inserted (Core executemany on
 SQLite, COPY on PostgreSQL); then run `access-audit verify --json` as a subprocess over the
 whole log and over its first tenth (its peak RSS shows whether memory grows with the log),
-and in this process time the bare loop `sha256(prev_hash || canonical_bytes(row))` over the
-same rows held in memory (interleaved with the verify runs, the best of two of each).
+and in this process time the bare loop over the same rows held in memory, doing the same
+checks: `sha256(prev_hash || canonical_bytes(row))`, the leaf hash, the authenticator's
+HMAC, and the tree's root folded leaf by leaf and compared at each checkpointed size
+(interleaved with the verify runs, the best of two of each). The log carries its Merkle
+tree, the leaves' authenticators and a tree checkpoint every 1,000 events, as the service
+writes them; verify runs with the signing key at hand, so it checks the authenticators.
 Target (issue 4): verify rate >= 0.5 x the bare loop's rate, with memory that does not
 grow with the log.
 
@@ -44,8 +48,13 @@ from sqlalchemy import insert, text
 
 from app.db import make_engine
 from app.ledger.canonical import GENESIS_HASH, canonical_bytes, chain_hash
-from app.ledger.models import Checkpoint, Event, SigningKey
-from app.ledger.signing import Signer, checkpoint_message
+from app.ledger.merkle import TreeBuilder, leaf_hash, node_hash
+from app.ledger.models import Checkpoint, Event, LogSetting, SigningKey, TreeCheckpoint, TreeHash
+from app.ledger.note import Checkpoint as Note
+from app.ledger.note import NoteSigner
+from app.ledger.signing import Authenticator, Signer, checkpoint_message
+
+ORIGIN = "bench.invalid/verify"
 
 TARGET = 0.5
 INTERVAL = 1000
@@ -63,8 +72,14 @@ ACTIONS = [
 REASONS = ["training_expired", "facility_not_assigned", "enforcement_action_forbidden"]
 
 
-def build_log(n: int, signer: Signer) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """N chained events shaped like the service's decisions, and their checkpoints."""
+Built = tuple[
+    list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]
+]
+
+
+def build_log(n: int, signer: Signer) -> Built:
+    """N chained events shaped like the service's decisions, their checkpoints, and the
+    tree's rows and checkpoints."""
     rng = random.Random(2025)
     start = datetime(2025, 10, 1, 12, tzinfo=UTC)
     actors = [f"sgt.user{i:03d}" for i in range(300)]
@@ -72,6 +87,11 @@ def build_log(n: int, signer: Signer) -> tuple[list[dict[str, Any]], list[dict[s
     prev = GENESIS_HASH
     rows: list[dict[str, Any]] = []
     checkpoints: list[dict[str, Any]] = []
+    tree: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
+    builder, mark = TreeBuilder(), Authenticator.of(signer.private_key).mark
+    roots = _Roots()
+    note_key = NoteSigner(ORIGIN, signer.private_key)
     for seq in range(1, n + 1):
         at = start + timedelta(seconds=seq * 3, microseconds=rng.randrange(1_000_000))
         action, category, purpose = rng.choice(ACTIONS)
@@ -104,9 +124,19 @@ def build_log(n: int, signer: Signer) -> tuple[list[dict[str, Any]], list[dict[s
             "source_ip": "10.20.0.15",
             "details": {"reasons": [{"code": r, "message": f"why: {r}"} for r in reasons]},
         }
-        digest = chain_hash(prev, canonical_bytes(row))
+        canonical = canonical_bytes(row)
+        digest = chain_hash(prev, canonical)
         row["prev_hash"], row["hash"] = prev, digest
         rows.append(row)
+        leaf = leaf_hash(canonical)
+        tree += [{"tile_level": level, "position": position, "hash": value,
+                  "authenticator": mark(value) if level == 0 else None}
+                 for level, position, value in builder.add([leaf])]  # fmt: skip
+        roots.add(leaf)
+        if seq % INTERVAL == 0 or seq == n:
+            text_ = Note(ORIGIN, seq, roots.root()).text
+            notes.append({"size": seq, "root": roots.root(), "signed_at": at,
+                          "note": text_ + "\n" + note_key.signature_line(text_)})  # fmt: skip
         if seq % INTERVAL == 0:
             message = checkpoint_message(seq, digest, at, signer.key_id)
             checkpoints.append(
@@ -114,18 +144,41 @@ def build_log(n: int, signer: Signer) -> tuple[list[dict[str, Any]], list[dict[s
                  "signature": signer.sign(message)}
             )  # fmt: skip
         prev = digest
-    return rows, checkpoints
+    return rows, checkpoints, tree, notes
 
 
-def load(
-    url: str, rows: list[dict[str, Any]], checkpoints: list[dict[str, Any]], signer: Signer
-) -> None:
+class _Roots:
+    """The tree's root, folded leaf by leaf (the complete subtrees so far)."""
+
+    def __init__(self) -> None:
+        self.stack: list[tuple[int, bytes]] = []
+
+    def add(self, leaf: bytes) -> None:
+        stack, level, node = self.stack, 0, leaf
+        while stack and stack[-1][0] == level:
+            node = node_hash(stack.pop()[1], node)
+            level += 1
+        stack.append((level, node))
+
+    def root(self) -> bytes:
+        node = self.stack[-1][1]
+        for _, left in reversed(self.stack[:-1]):
+            node = node_hash(left, node)
+        return node
+
+
+def load(url: str, built: Built, signer: Signer) -> None:
+    rows, checkpoints, tree, notes = built
     engine = make_engine(url)
     key = {"key_id": signer.key_id, "public_key_pem": signer.public_key_pem,
            "created_at": datetime(2025, 10, 1, tzinfo=UTC)}  # fmt: skip
     with engine.begin() as conn:
         conn.execute(insert(SigningKey), [key])
         conn.execute(insert(Checkpoint), checkpoints)
+        conn.execute(insert(LogSetting), [{"name": "origin", "value": ORIGIN}])
+        conn.execute(insert(TreeCheckpoint), notes)
+        for start in range(0, len(tree), CHUNK * 5):
+            conn.execute(insert(TreeHash), tree[start : start + CHUNK * 5])
         if engine.dialect.name == "postgresql":
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             with cursor.copy(f"COPY events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
@@ -144,12 +197,13 @@ def _pg_value(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
-def run_verify(url: str, to_seq: int | None = None) -> dict[str, Any]:
+def run_verify(url: str, key_file: Path, to_seq: int | None = None) -> dict[str, Any]:
     """`access-audit verify --json` in a subprocess: its answer, wall time and peak RSS."""
     command = [str(VENV_BIN / "access-audit"), "verify", "--json"]
     if to_seq is not None:
         command += ["--to-seq", str(to_seq)]
-    env = checkout_env({**os.environ, "AUDIT_DATABASE_URL": url})
+    env = checkout_env({**os.environ, "AUDIT_DATABASE_URL": url,
+                        "AUDIT_SIGNING_KEY_FILE": str(key_file)})  # fmt: skip
     started = time.perf_counter()
     process = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
@@ -181,12 +235,26 @@ def _high_water_kb(pid: int) -> int:
     return 0
 
 
-def bare_loop(rows: list[dict[str, Any]]) -> float:
-    """Seconds for canonical_bytes + SHA-256 over every row, in memory."""
+def bare_loop(built: Built, signer: Signer) -> float:
+    """Seconds for verify's checks over every row, in memory: the chain hash, the leaf hash
+    and its authenticator, the root folded and compared at each checkpointed size."""
+    rows, _, tree, notes = built
+    marks = {r["position"]: r["authenticator"] for r in tree if r["tile_level"] == 0}
+    signed = {note["size"]: note["root"] for note in notes}
+    authenticator = Authenticator.of(signer.private_key)
     started = time.perf_counter()
+    roots = _Roots()
     for row in rows:
-        if chain_hash(row["prev_hash"], canonical_bytes(row)) != row["hash"]:
+        canonical = canonical_bytes(row)
+        if chain_hash(row["prev_hash"], canonical) != row["hash"]:
             raise SystemExit("the bare loop disagrees with the generated log")
+        leaf = leaf_hash(canonical)
+        if authenticator.check(leaf, marks[row["seq"] - 1]) is not None:
+            raise SystemExit("the bare loop finds a bad authenticator")
+        roots.add(leaf)
+        root = signed.get(row["seq"])
+        if root is not None and root != roots.root():
+            raise SystemExit("the bare loop finds another root")
     return time.perf_counter() - started
 
 
@@ -219,21 +287,24 @@ def main() -> int:
     )
     with tempfile.TemporaryDirectory(prefix="aa_bench_verify_") as tmp:
         workdir = Path(tmp)
-        signer = Signer.load_or_create(workdir / "signing.pem")
+        (workdir / "signing.pem").write_bytes(Signer.new_key_pem())
+        signer = Signer.from_pem_file(workdir / "signing.pem")
         print(f"building a {args.events:,}-event log ...", file=sys.stderr)
         started = time.perf_counter()
-        rows, checkpoints = build_log(args.events, signer)
+        built = build_log(args.events, signer)
+        rows, checkpoints = built[0], built[1]
         print(f"  built in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         for kind, url in databases(args.database_url, workdir):
             started = time.perf_counter()
-            load(url, rows, checkpoints, signer)
+            load(url, built, signer)
             print(f"{kind}: loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-            tenth = run_verify(url, to_seq=max(args.events // 10, 1))
+            key_file = workdir / "signing.pem"
+            tenth = run_verify(url, key_file, to_seq=max(args.events // 10, 1))
             # Interleaved, best of `--repeat` each: the machine may be busy with other work.
             wholes, bares = [], []
             for _ in range(args.repeat):
-                wholes.append(run_verify(url))
-                bares.append(bare_loop(rows))
+                wholes.append(run_verify(url, key_file))
+                bares.append(bare_loop(built, signer))
             whole = min(wholes, key=lambda run: run["seconds"])
             bare = min(bares)
             bare_rate = len(rows) / bare
