@@ -129,6 +129,7 @@ def build_context(
     )
     cursors = Cursors(keys.jwt_secret)
     access = Access(policy, ledger, clock)
+    transparency = TransparencyLog(keys.signer, settings.log_origin, signing_clock, trusted)
     reports = Reports(policy, ledger, clock, cursors)
     return AppContext(
         settings=settings,
@@ -136,7 +137,7 @@ def build_context(
         database=database,
         policy=policy,
         ledger=ledger,
-        transparency=TransparencyLog(keys.signer, settings.log_origin, signing_clock, trusted),
+        transparency=transparency,
         witnesses=witnesses,
         tokens=tokens,
         cursors=cursors,
@@ -152,7 +153,7 @@ def build_context(
         access=access,
         decisions=DecisionQueue(database, access),
         reports=reports,
-        exports=Exports(database, ledger, reports, clock),
+        exports=Exports(database, ledger, reports, clock, transparency),
     )
 
 

@@ -175,7 +175,7 @@ def test_manifest_is_signed_and_proves_the_file(
     rows = _rows(response.content)
     assert list(manifest) == [
         "export_id", "filters", "rows", "sha256", "first_seq", "last_seq",
-        "checkpoint", "signed_at", "key_id", "signature",
+        "checkpoint", "tree_checkpoint", "signed_at", "key_id", "signature",
     ]  # fmt: skip
     assert manifest["export_id"] == export_id
     assert manifest["filters"] == {}
@@ -302,3 +302,41 @@ def test_cli_export_writes_the_same_csv_as_the_api(
     assert cli.main(["export", "--out", str(out), "--decision", "maybe"]) == 2
     assert "--decision" in capsys.readouterr().err
     context.dispose()
+
+
+def test_every_row_of_a_filtered_export_is_proven_against_the_signed_tree(
+    client: TestClient,
+    auditor: dict[str, str],
+    session: Session,
+    context: AppContext,
+    log: list[int],
+) -> None:
+    import base64
+
+    from app.ledger import merkle, repository
+    from app.ledger.note import Checkpoint, Verifier, open_note
+
+    for _ in range(40):  # rows the filter leaves out, around the ones it keeps
+        record_access(session, context, occurred_at=at("2025-10-20T16:00:00+00:00"))
+    response = client.get("/v1/exports/events.csv?decision=deny", headers=auditor)
+    export_id = response.headers["x-export-id"]
+    seqs = [int(row["seq"]) for row in _rows(response.content)]
+    assert seqs == [log[1], log[2]]
+    manifest = client.get(f"/v1/exports/{export_id}/manifest", headers=auditor).json()
+    proofs = client.get(f"/v1/exports/{export_id}/proofs", headers=auditor)
+    assert proofs.status_code == 200, proofs.text
+    body = proofs.json()
+    assert body["checkpoint"] == manifest["tree_checkpoint"]
+    assert body["leaves"] == len(seqs)
+    vkey = client.get("/v1/log/key").text.strip()
+    text, _ = open_note(body["checkpoint"], [Verifier.from_vkey(vkey)])
+    signed = Checkpoint.parse(text)
+    assert signed.size == body["tree_size"] >= seqs[-1]
+    forms = dict(repository.canonical_forms(session, 1, signed.size))
+    leaves = {seq - 1: merkle.leaf_hash(forms[seq]) for seq in seqs}
+    nodes = [(n["start"], n["end"], base64.b64decode(n["hash"])) for n in body["nodes"]]
+    assert merkle.root_from_proof(signed.size, leaves, nodes) == signed.root
+    assert len(nodes) < 2 * len(seqs) * signed.size.bit_length()  # not the whole log
+    summary = client.get("/v1/exports/summary.csv", headers=auditor).headers["x-export-id"]
+    assert client.get(f"/v1/exports/{summary}/proofs", headers=auditor).status_code == 409
+    assert client.get("/v1/exports/nothing/proofs", headers=auditor).status_code == 404

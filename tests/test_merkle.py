@@ -247,3 +247,26 @@ def test_the_builder_of_a_whole_log_stores_what_the_appends_would() -> None:
     rows = [row for n in range(0, len(leaves), 100) for row in builder.add(leaves[n : n + 100])]
     assert sorted(rows) == sorted(merkle.grow(0, leaves, lambda level, start, end: []))
     assert builder.size == len(leaves)
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 256, 1000])
+def test_a_multi_proof_folds_every_chosen_leaf_to_the_root(size: int) -> None:
+    rng = random.Random(size)
+    leaves = [merkle.leaf_hash(f"e{i}".encode()) for i in range(size)]
+    root = merkle.root_of(leaves)
+
+    def hash_at(level: int, index: int) -> bytes:
+        return merkle.root_of(leaves[index << level : (index + 1) << level])
+
+    for count in (1, 3, size // 2 or 1, size):
+        chosen = sorted(rng.sample(range(size), min(count, size)))
+        nodes = merkle.multi_proof(hash_at, chosen, size)
+        assert merkle.root_from_proof(size, {i: leaves[i] for i in chosen}, nodes) == root
+        # Compact: each node once, never more than one path per leaf.
+        assert len(nodes) <= len(chosen) * max(1, size.bit_length())
+        if chosen != list(range(size)):
+            forged = {i: leaves[i] for i in chosen}
+            forged[chosen[0]] = merkle.leaf_hash(b"forged")
+            assert merkle.root_from_proof(size, forged, nodes) != root
+    with pytest.raises(ProofError):
+        merkle.root_from_proof(size, {}, merkle.multi_proof(hash_at, [0], size)[1:])

@@ -46,6 +46,7 @@ GUARDED: list[tuple[str, str, set[str]]] = [
     ("GET", "/v1/exports/events.csv", {"auditor"}),
     ("GET", "/v1/exports/summary.csv", {"auditor"}),
     ("GET", "/v1/exports/{export_id}/manifest", {"auditor"}),
+    ("GET", "/v1/exports/{export_id}/proofs", {"auditor"}),
     ("GET", "/v1/log/tile/entries/{rest}", READERS),
     ("GET", "/v1/log/proof/inclusion", READERS),
     ("GET", "/v1/events/{seq}/proof", READERS),

@@ -219,3 +219,61 @@ def test_json_dump_verifies_against_a_checkpoint(
         1,
         f"INVALID: checkpoint at seq {forged['seq']} has an invalid signature",
     )
+
+
+def test_every_row_of_a_filtered_export_is_proven_offline_against_the_witnessed_tree(
+    client: TestClient,
+    auditor: dict[str, str],
+    session: Session,
+    context: AppContext,
+    public_key: Path,
+    tmp_path: Path,
+) -> None:
+    """A filtered export (one actor's rows, among others'), its manifest and proofs: the
+    tool proves each row against the signed tree, with the log's vkey and a witness's."""
+    import base64
+
+    from app.ledger import transparency
+    from app.ledger.models import TreeCosignature
+    from app.ledger.note import COSIGNATURE_V1, NoteSigner
+
+    append_interleaved(session, context)
+    csv_response = client.get("/v1/exports/events.csv?actor=dump.a", headers=auditor)
+    export_id = csv_response.headers["x-export-id"]
+    manifest = client.get(f"/v1/exports/{export_id}/manifest", headers=auditor).json()
+    # A witness cosigns that checkpoint (as `access-audit witness serve` would).
+    witness = NoteSigner("oversight.example/w1", Ed25519PrivateKey.generate(), COSIGNATURE_V1)
+    tree = transparency.covering_checkpoint(session, manifest["last_seq"])
+    assert tree is not None
+    text = tree.note.partition("\n\n")[0] + "\n"
+    line = witness.signature_line(text, 1_764_800_000)
+    session.add(TreeCosignature(size=tree.size, witness=witness.name, line=line,
+                                received_at=context.clock()))  # fmt: skip
+    session.flush()
+    manifest = client.get(f"/v1/exports/{export_id}/manifest", headers=auditor).json()
+    proofs = client.get(f"/v1/exports/{export_id}/proofs", headers=auditor).json()
+    files = {"events.csv": csv_response.content, "manifest.json": json.dumps(manifest).encode(),
+             "proofs.json": json.dumps(proofs).encode()}  # fmt: skip
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    log_vkey = client.get("/v1/log/key").text.strip()
+    args = [tmp_path / "events.csv", "--manifest", tmp_path / "manifest.json",
+            "--public-key", public_key, "--proofs", tmp_path / "proofs.json",
+            "--log-vkey", log_vkey]  # fmt: skip
+    code, said = run_tool(*args, "--witness-vkey", witness.verifier.vkey)
+    assert code == 0, said
+    assert "every row is in the tree of size" in said
+    assert "cosigned by oversight.example/w1" in said
+
+    other = NoteSigner("oversight.example/w2", Ed25519PrivateKey.generate(), COSIGNATURE_V1)
+    code, said = run_tool(*args, "--witness-vkey", other.verifier.vkey)
+    assert (code, said) == (1, "INVALID: the tree checkpoint has no cosignature of witness "
+                                "oversight.example/w2")  # fmt: skip
+    impostor = NoteSigner(log_vkey.split("+")[0], Ed25519PrivateKey.generate()).verifier.vkey
+    assert run_tool(*args[:-1], impostor)[0] == 1
+    # A proof that leaves a row out, or a node forged, does not fold to the signed root.
+    for broken in (proofs["nodes"][1:], [{**proofs["nodes"][0], "hash": base64.b64encode(
+            b"\0" * 32).decode()}, *proofs["nodes"][1:]]):  # fmt: skip
+        (tmp_path / "proofs.json").write_text(json.dumps({**proofs, "nodes": broken}))
+        code, said = run_tool(*args)
+        assert code == 1, said

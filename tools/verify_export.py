@@ -8,13 +8,20 @@ Standard library plus `cryptography`; it does not use the service's code. Checks
 * with `--manifest`: the file's SHA-256, row count and first/last seq are the manifest's,
   and the manifest's Ed25519 signature is valid;
 * every checkpoint (the manifest's and `--checkpoint`'s): its Ed25519 signature is valid,
-  and if the file holds its seq, that row's hash is the signed one.
+  and if the file holds its seq, that row's hash is the signed one;
+* with `--proofs` (the JSON of `GET /v1/exports/{id}/proofs`) and `--log-vkey`: the tree
+  checkpoint is a C2SP signed note that opens with the log's vkey (and each
+  `--witness-vkey`'s cosignature verifies), it is the one the manifest names, and every
+  row's leaf hash, folded with the proof's nodes, gives its root: each row of a filtered
+  export is proven to be in the signed tree (docs/integrity.md §9).
 
 Signatures are checked with the keys given by `--public-key` (a PEM file, or the JSON of
 `GET /v1/integrity/public-keys`); a key's id is computed from the key itself.
 
     python tools/verify_export.py events.csv --manifest manifest.json --public-key key.pem
     python tools/verify_export.py events.json --checkpoint checkpoint.json --public-key key.pem
+    python tools/verify_export.py events.csv --manifest manifest.json --public-key key.pem \
+        --proofs proofs.json --log-vkey "$(cat log.vkey)" [--witness-vkey "$(cat w1.vkey)"]
 
 Exit status: 0 valid, 1 invalid (one line says why), 2 unusable arguments or files.
 """
@@ -94,6 +101,127 @@ def checkpoint_message(checkpoint: dict[str, Any]) -> bytes:
 def manifest_message(manifest: dict[str, Any]) -> bytes:
     body = {k: v for k, v in manifest.items() if k != "signature"}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --- the Merkle tree and signed notes (RFC 9162, C2SP signed-note, tlog-cosignature) ----------
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def split(n: int) -> int:
+    """The largest power of two smaller than n (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def root_from_proof(
+    size: int, leaves: dict[int, bytes], nodes: dict[tuple[int, int], bytes]
+) -> bytes:
+    """MTH(D[0:size]) from the given leaves (by index) and subtree hashes (by leaf range)."""
+    used: set[tuple[int, int]] = set()
+
+    def fold(start: int, end: int) -> bytes:
+        if (start, end) in nodes:
+            used.add((start, end))
+            return nodes[(start, end)]
+        if end - start == 1:
+            if start not in leaves:
+                raise Invalid(f"the proof leaves leaf {start} (seq {start + 1}) unaccounted for")
+            return leaves[start]
+        middle = start + split(end - start)
+        return node_hash(fold(start, middle), fold(middle, end))
+
+    root = fold(0, size) if size else hashlib.sha256(b"").digest()
+    if used != set(nodes):
+        raise Invalid("the proof holds nodes the tree does not use")
+    return root
+
+
+def parse_vkey(vkey: str) -> tuple[str, bytes, int, Ed25519PublicKey]:
+    """(name, key id, type, key) of `<name>+<hex id>+base64(type || key)`."""
+    name, hex_id, material = vkey.strip().split("+", 2)
+    raw = base64.b64decode(material, validate=True)
+    if len(raw) != 33 or raw[0] not in (0x01, 0x04):
+        raise Unusable("only Ed25519 vkeys (types 0x01 and 0x04) are supported")
+    key_id = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
+    if key_id.hex() != hex_id:
+        raise Unusable(f"the vkey of {name} has a key id that does not match its key")
+    return name, key_id, raw[0], Ed25519PublicKey.from_public_bytes(raw[1:])
+
+
+def open_checkpoint(
+    note: str, log_vkey: str, witness_vkeys: list[str]
+) -> tuple[str, int, bytes, list[str]]:
+    """(origin, size, root, witnesses that cosigned) of a checkpoint note signed by the log's
+    key; Invalid if the log's signature or a named witness's cosignature fails or is absent."""
+    text, _, block = note.partition("\n\n")
+    text += "\n"
+    lines = [line for line in block.split("\n") if line]
+    signatures: dict[tuple[str, bytes], bytes] = {}
+    for line in lines:
+        if not line.startswith("\u2014 "):
+            raise Invalid("a signature line of the checkpoint does not start with an em dash")
+        name, _, encoded = line[2:].partition(" ")
+        raw = base64.b64decode(encoded, validate=True)
+        signatures[(name, raw[:4])] = raw[4:]
+    origin, key_id, _, key = parse_vkey(log_vkey)
+    signature = signatures.get((origin, key_id))
+    if signature is None:
+        raise Invalid(f"the tree checkpoint is not signed by the log key {origin}")
+    try:
+        key.verify(signature, text.encode())
+    except InvalidSignature:
+        raise Invalid("the tree checkpoint's log signature does not verify") from None
+    cosigned = []
+    for vkey in witness_vkeys:
+        name, wid, kind, wkey = parse_vkey(vkey)
+        found = signatures.get((name, wid))
+        if kind != 0x04 or found is None or len(found) != 72:
+            raise Invalid(f"the tree checkpoint has no cosignature of witness {name}")
+        stamp = int.from_bytes(found[:8], "big")
+        message = f"cosignature/v1\ntime {stamp}\n{text}".encode()
+        try:
+            wkey.verify(found[8:], message)
+        except InvalidSignature:
+            raise Invalid(f"witness {name}'s cosignature does not verify") from None
+        cosigned.append(name)
+    body = text[:-1].split("\n")
+    if len(body) < 3 or body[0] != origin:
+        raise Invalid("the tree checkpoint is not of the log the vkey names")
+    return origin, int(body[1]), base64.b64decode(body[2], validate=True), cosigned
+
+
+def check_proofs(
+    proofs: dict[str, Any],
+    rows: list[dict[str, Any]],
+    manifest: dict[str, Any] | None,
+    log_vkey: str,
+    witness_vkeys: list[str],
+) -> str:
+    note = proofs["checkpoint"]
+    if manifest is not None and manifest.get("tree_checkpoint") != note:
+        raise Invalid("the proofs are against another tree checkpoint than the manifest's")
+    origin, size, root, cosigned = open_checkpoint(note, log_vkey, witness_vkeys)
+    if size != proofs["tree_size"]:
+        raise Invalid("the proofs' tree size is not the checkpoint's")
+    if rows and rows[-1]["seq"] > size:
+        raise Invalid(f"seq {rows[-1]['seq']} is not in the signed tree of size {size}")
+    leaves = {row["seq"] - 1: leaf_hash(canonical(row)) for row in rows}
+    nodes = {}
+    for node in proofs["nodes"]:
+        value = base64.b64decode(node["hash"], validate=True)
+        if len(value) != 32 or (node["start"], node["end"]) in nodes:
+            raise Invalid("a node of the proof is not one 32-byte hash")
+        nodes[(node["start"], node["end"])] = value
+    if root_from_proof(size, leaves, nodes) != root:
+        raise Invalid("the rows and the proof do not fold to the signed root")
+    witnessed = f", cosigned by {', '.join(cosigned)}" if cosigned else ""
+    return f"every row is in the tree of size {size} signed by {origin}{witnessed}"
 
 
 # --- reading the inputs --------------------------------------------------------------------------
@@ -267,6 +395,13 @@ def verify(args: argparse.Namespace) -> str:
         if manifest.get("checkpoint"):
             checkpoints.append(manifest["checkpoint"])
 
+    if args.proofs is not None:
+        if not args.log_vkey:
+            raise Unusable("--proofs needs --log-vkey (the log's vkey, from `log info`)")
+        manifest_json = json.loads(args.manifest.read_text()) if args.manifest else None
+        proofs = json.loads(args.proofs.read_text())
+        said.append(check_proofs(proofs, rows, manifest_json, args.log_vkey, args.witness_vkey))
+
     by_seq = {row["seq"]: row for row in rows}
     for checkpoint in checkpoints:
         seq = checkpoint["seq"]
@@ -301,6 +436,14 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         help="a PEM public key, or the JSON of GET /v1/integrity/public-keys (repeatable)",
+    )
+    parser.add_argument("--proofs", type=Path, help="GET /v1/exports/{id}/proofs (JSON)")
+    parser.add_argument("--log-vkey", help="the log's signed-note vkey (`access-audit log info`)")
+    parser.add_argument(
+        "--witness-vkey",
+        action="append",
+        default=[],
+        help="a witness whose cosignature the tree checkpoint must carry (repeatable)",
     )
     args = parser.parse_args(argv)
     try:

@@ -362,3 +362,67 @@ class TreeBuilder:
             tile.append(value)
         self.size += len(leaves)
         return rows
+
+
+# --- proofs of many leaves at once (exports) -------------------------------------------
+
+# A node of a multi-proof: the MTH of leaves [start, end), as RFC 9162 splits the tree.
+ProofNode = tuple[int, int, bytes]
+
+
+def multi_proof(hash_at: HashAt, indexes: Sequence[int], size: int) -> list[ProofNode]:
+    """What proves the leaves at `indexes` (sorted, distinct) in the tree of `size`: the
+    hash of every maximal subtree (as RFC 9162 splits the tree) that holds none of them,
+    left to right, each node once. With the leaves themselves, `root_from_proof` folds
+    them to the root."""
+    if not indexes:
+        raise ProofError("a proof of no leaves")
+    if indexes[0] < 0 or indexes[-1] >= size:
+        raise ProofError(f"a leaf is not in a tree of size {size}")
+    nodes: list[ProofNode] = []
+
+    def walk(start: int, end: int, lo: int, hi: int) -> None:
+        # indexes[lo:hi] are the leaves inside [start, end)
+        if lo == hi:
+            nodes.append((start, end, range_hash(hash_at, start, end)))
+            return
+        if end - start == 1:
+            return
+        middle = start + _split(end - start)
+        cut = lo
+        while cut < hi and indexes[cut] < middle:
+            cut += 1
+        walk(start, middle, lo, cut)
+        walk(middle, end, cut, hi)
+
+    walk(0, size, 0, len(indexes))
+    return nodes
+
+
+def root_from_proof(size: int, leaves: dict[int, bytes], nodes: Sequence[ProofNode]) -> bytes:
+    """The root that the leaf hashes `leaves` (by index) and a multi-proof's `nodes` fold
+    to in the tree of `size`; ProofError if they do not make a whole tree."""
+    given = {(start, end): value for start, end, value in nodes}
+    if len(given) != len(nodes):
+        raise ProofError("a node is given twice")
+    used = 0
+
+    def fold(start: int, end: int) -> bytes:
+        nonlocal used
+        value = given.get((start, end))
+        if value is not None:
+            if len(value) != HASH_SIZE:
+                raise ProofError("a hash is 32 bytes")
+            used += 1
+            return value
+        if end - start == 1:
+            if start not in leaves:
+                raise ProofError(f"neither leaf {start} nor a node over it is given")
+            return leaves[start]
+        middle = start + _split(end - start)
+        return node_hash(fold(start, middle), fold(middle, end))
+
+    root = fold(0, size) if size else EMPTY_ROOT
+    if used != len(given):
+        raise ProofError("the proof holds nodes the tree does not use")
+    return root

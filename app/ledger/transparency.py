@@ -37,6 +37,7 @@ from app.ledger.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,
+    multi_proof,
     range_hash,
     tile_hash_at,
 )
@@ -204,6 +205,34 @@ def first_unauthentic(
 
 def latest_checkpoint(session: Session) -> TreeCheckpoint | None:
     return session.scalar(select(TreeCheckpoint).order_by(TreeCheckpoint.size.desc()).limit(1))
+
+
+def covering_checkpoint(session: Session, seq: int) -> TreeCheckpoint | None:
+    """The earliest checkpoint whose tree holds event `seq`."""
+    return session.scalar(
+        select(TreeCheckpoint).where(TreeCheckpoint.size >= seq).order_by(TreeCheckpoint.size)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RowsProof:
+    """What proves many events at once against one checkpoint (`merkle.multi_proof`)."""
+
+    tree_size: int
+    checkpoint: str
+    leaves: int
+    nodes: list[dict[str, object]]
+
+
+def rows_proof(session: Session, seqs: Sequence[int], checkpoint: TreeCheckpoint) -> RowsProof:
+    """The events `seqs` (sorted) proven against `checkpoint`: each node once."""
+    nodes = multi_proof(hash_reader(session), [seq - 1 for seq in seqs], checkpoint.size)
+    return RowsProof(
+        tree_size=checkpoint.size,
+        checkpoint=with_cosignatures(session, checkpoint),
+        leaves=len(seqs),
+        nodes=[{"start": start, "end": end, "hash": b64(value)} for start, end, value in nodes],
+    )
 
 
 def checkpoint_of_size(session: Session, size: int) -> TreeCheckpoint | None:

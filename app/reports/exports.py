@@ -10,6 +10,7 @@ first and last `seq`, which is what the manifest signs.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -25,6 +26,7 @@ from app.canonical import canonical_json
 from app.clock import Clock
 from app.db import Database
 from app.errors import Conflict, NotFound
+from app.ledger import transparency
 from app.ledger.canonical import format_timestamp
 from app.ledger.export_format import (
     CSV_COLUMNS,
@@ -34,10 +36,18 @@ from app.ledger.export_format import (
     cell,
     csv_row,
 )
+from app.ledger.models import TreeCheckpoint
 from app.ledger.service import Ledger, NewEvent
 from app.ledger.signing import manifest_message
+from app.ledger.transparency import TransparencyLog
 from app.reports import repository
-from app.reports.schemas import CheckpointRead, EventFilters, Manifest, SummaryQuery
+from app.reports.schemas import (
+    CheckpointRead,
+    EventFilters,
+    ExportProofs,
+    Manifest,
+    SummaryQuery,
+)
 from app.reports.service import Reports
 from app.vocabulary import Kind
 
@@ -206,11 +216,19 @@ class EventsExport:
 class Exports:
     """The events CSV, the summary CSV, their `export` events and signed manifests."""
 
-    def __init__(self, database: Database, ledger: Ledger, reports: Reports, clock: Clock) -> None:
+    def __init__(
+        self,
+        database: Database,
+        ledger: Ledger,
+        reports: Reports,
+        clock: Clock,
+        log: TransparencyLog,
+    ) -> None:
         self.database = database
         self.ledger = ledger
         self.reports = reports
         self.clock = clock
+        self.log = log
 
     def events(self, filters: EventFilters, by: Exporter) -> EventsExport:
         """An events export, ready to stream (filters already validated)."""
@@ -314,6 +332,7 @@ class Exports:
                 key_id=head["key_id"],
                 signature=head["signature"],
             )
+        tree = self._tree_checkpoint(session, last_seq) if last_seq is not None else None
         signer = self.ledger.signer
         body: dict[str, Any] = {
             "export_id": export_id,
@@ -323,10 +342,45 @@ class Exports:
             "first_seq": details.get("first_seq"),
             "last_seq": last_seq,
             "checkpoint": checkpoint.model_dump(),
+            "tree_checkpoint": (
+                transparency.with_cosignatures(session, tree) if tree is not None else None
+            ),
             "signed_at": format_timestamp(self.clock()),
             "key_id": signer.key_id,
         }
         return Manifest(**body, signature=signer.sign(manifest_message(body)))
+
+    def _tree_checkpoint(self, session: Session, last_seq: int) -> TreeCheckpoint:
+        """The earliest tree checkpoint that holds `last_seq`, signed now if none does yet
+        (the next one is at most AUDIT_CHECKPOINT_SECONDS away, but an auditor asking
+        for the manifest need not wait for it)."""
+        found = transparency.covering_checkpoint(session, last_seq)
+        if found is None:
+            with self.database.transaction() as writer:
+                self.log.publish(writer)
+            found = transparency.covering_checkpoint(session, last_seq)
+        if found is None:  # the export's rows are not all in a tree the service will sign
+            raise Conflict("no checkpoint can be signed over the export's rows: run verify")
+        return found
+
+    def proofs(self, session: Session, export_id: str) -> ExportProofs:
+        """Every row of a completed events export proven against the manifest's tree."""
+        event = repository.export_event(session, export_id)
+        if event is None:
+            raise NotFound(f"no export {export_id!r}")
+        details = event.details
+        if not details.get("completed") or details.get("format") != "events.csv":
+            raise Conflict(f"export {export_id} is not a completed events export")
+        last_seq = details.get("last_seq")
+        if last_seq is None:
+            raise Conflict(f"export {export_id} has no rows to prove")
+        criteria = self.reports.criteria(EventFilters(**details.get("filters", {})))
+        seqs = repository.export_seqs(session, criteria, last_seq)
+        if len(seqs) != details["rows"]:
+            raise Conflict(f"export {export_id}'s rows are not in the log as they were exported")
+        tree = self._tree_checkpoint(session, last_seq)
+        proof = transparency.rows_proof(session, seqs, tree)
+        return ExportProofs(export_id=export_id, **dataclasses.asdict(proof))
 
     def write_events_csv(
         self,

@@ -458,3 +458,11 @@ def stream_export_rows(
         .execution_options(stream_results=True, yield_per=batch)
     )
     yield from session.execute(query).partitions()
+
+
+def export_seqs(session: Session, criteria: Criteria, last_seq: int) -> list[int]:
+    """The seqs an export with `criteria` held, up to its last row (the log only grows, and
+    commits in seq order: the same rows)."""
+    sqlite = is_sqlite(session)
+    query = select(E.seq).where(*_where(criteria, sqlite), E.seq <= last_seq).order_by(E.seq)
+    return list(session.scalars(query))

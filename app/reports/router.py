@@ -33,6 +33,7 @@ from app.reports.schemas import (
     EventPage,
     EventQuery,
     EventRead,
+    ExportProofs,
     FlagsQuery,
     FlagsReport,
     Manifest,
@@ -226,6 +227,27 @@ def export_manifest(
 ) -> Manifest:
     """The signed manifest of an export: rows, SHA-256 of the body, seq range, a checkpoint."""
     return context.exports.manifest(session, export_id)
+
+
+@router.get(
+    "/exports/{export_id}/proofs",
+    response_model=ExportProofs,
+    responses={
+        **NOT_FOUND,
+        409: {"model": Problem, "description": "Not a completed events export"},
+    },
+    tags=["exports"],
+)
+def export_proofs(
+    export_id: NameText,
+    session: ReadSessionDep,
+    context: ContextDep,
+    _: AuditorDep,
+) -> ExportProofs:
+    """Every row of an events export proven against the signed tree its manifest names
+    (`tree_checkpoint`): compact, each tree node once. `tools/verify_export.py --proofs`
+    checks it offline."""
+    return context.exports.proofs(session, export_id)
 
 
 def _exporter(auditor: Principal, source_ip: str | None) -> Exporter:

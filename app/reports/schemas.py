@@ -327,6 +327,27 @@ class Manifest(BaseModel):
     first_seq: int | None
     last_seq: int | None
     checkpoint: CheckpointRead
+    tree_checkpoint: str | None = Field(
+        None,
+        description="the signed note (C2SP checkpoint, with witness cosignatures) of the "
+        "earliest tree that holds the last row; `GET /v1/exports/{export_id}/proofs` "
+        "proves every row against it",
+    )
     signed_at: str
     key_id: str
     signature: str
+
+
+class ExportProofs(BaseModel):
+    """Every row of an export proven against one signed tree: the hash of each maximal
+    subtree holding none of its rows (RFC 9162 splits), each node once. Fold them with the
+    rows' leaf hashes (index = seq - 1) to the checkpoint's root."""
+
+    export_id: str
+    tree_size: int
+    checkpoint: str = Field(description="the signed note the manifest names")
+    leaves: int = Field(description="how many rows are proven (the export's `rows`)")
+    nodes: list[dict[str, Any]] = Field(
+        description="`{start, end, hash}`: MTH of leaves [start, end), base64",
+        examples=[[{"start": 0, "end": 4, "hash": "fO3ZTdbr2ZbJyU8WJ3vHRcJBYmt9j5qAY3zUs3k7u8U="}]],
+    )
