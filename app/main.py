@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
             gc.freeze()
         yield
         if owned:
+            await app.state.context.stop()
             app.state.context.dispose()
 
     app = FastAPI(

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form
 from fastapi.responses import JSONResponse
 
 from app.auth.schemas import Me, Token
-from app.deps import ContextDep, PrincipalDep, SourceIpDep, WriteSessionDep
+from app.deps import ContextDep, PrincipalDep, SourceIpDep
 from app.errors import UNAUTHORIZED_HEADERS, Problem
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
@@ -19,10 +19,15 @@ INVALID = {"detail": "invalid credentials"}
 @router.post(
     "/token",
     response_model=Token,
-    responses={401: {"model": Problem, "description": "Any credential failure, always alike"}},
+    responses={
+        401: {"model": Problem, "description": "Any credential failure, always alike"},
+        429: {
+            "model": Problem,
+            "description": "Too many token requests from this address; see Retry-After",
+        },
+    },
 )
-def issue_token(
-    session: WriteSessionDep,
+async def issue_token(
     context: ContextDep,
     source_ip: SourceIpDep,
     grant_type: Annotated[Literal["password", "client_credentials"], Form()],
@@ -36,11 +41,10 @@ def issue_token(
         name, secret = username, password
     else:
         name, secret = client_id, client_secret
-    token = None
-    if name and secret:
-        token = context.logins.login(session, grant_type, name, secret, source_ip)
+    # Async: the password is checked in the logins' own threads (`app.auth.service`), and
+    # the attempt is recorded in transactions of their own, committed before the answer.
+    token = await context.logins.login(grant_type, name, secret, source_ip)
     if token is None:
-        # Returned, not raised: the failed attempt and the failure count must commit.
         return JSONResponse(INVALID, status_code=401, headers=UNAUTHORIZED_HEADERS)
     return Token(access_token=token, expires_in=context.settings.token_ttl_seconds)
 

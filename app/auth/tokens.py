@@ -27,6 +27,8 @@ VERIFIED_KEPT: Final = 4096
 class TokenClaims:
     subject: str
     kind: str
+    # A user's credential version when the token was issued (`ver`); None for a client.
+    version: int | None = None
 
 
 class TokenService:
@@ -43,15 +45,18 @@ class TokenService:
     def _now(self) -> float:
         return self._clock().timestamp()
 
-    def issue(self, subject: str, kind: str) -> str:
+    def issue(self, subject: str, kind: str, version: int | None = None) -> str:
+        """A token for `subject`; a user's carries `version`, their credential version."""
         now = self._clock()
-        claims = {
+        claims: dict[str, Any] = {
             "sub": subject,
             "typ": kind,
             "iat": int(now.timestamp()),
             "exp": int((now + timedelta(seconds=self.ttl_seconds)).timestamp()),
             "jti": uuid.uuid4().hex,
         }
+        if version is not None:
+            claims["ver"] = version
         return str(jwt.encode(claims, self._secret, algorithm=self.algorithm))
 
     def read(self, token: str) -> TokenClaims:
@@ -62,16 +67,20 @@ class TokenService:
             return known[0]
         claims = self._decode(token)
         subject, kind, expires = claims.get("sub"), claims.get("typ"), claims.get("exp")
+        version = claims.get("ver")
         if (
             not isinstance(subject, str)
             or kind not in PRINCIPAL_KINDS
+            # a user's token names the credential version it was issued for (no bool)
+            or (kind == "user" and (isinstance(version, bool) or not isinstance(version, int)))
+            or (kind == "client" and version is not None)
             # a token that never expires is refused (a bool is not a time)
             or isinstance(expires, bool)
             or not isinstance(expires, int | float)
             or expires <= self._now()
         ):
             raise Unauthorized("invalid or expired token")
-        verified = TokenClaims(subject, kind)
+        verified = TokenClaims(subject, kind, version)
         with self._lock:
             self._verified[token] = (verified, float(expires))
         return verified
