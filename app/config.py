@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     jwt_algorithm: str = "HS256"
     lockout_threshold: int = Field(default=5, ge=1)
     lockout_minutes: int = Field(default=15, ge=1)
+    # Logins: threads that check passwords (never the decision path's), token requests per
+    # source address and window (per process), beyond which they get 429.
+    login_hash_threads: int = Field(default=2, ge=1, le=64)
+    login_rate_limit: int = Field(default=30, ge=1)
+    login_rate_window_seconds: int = Field(default=60, ge=1, le=86_400)
     checkpoint_interval: int = Field(default=1000, ge=1, le=1000)
     # The verifiable log (contract section 13): its name in checkpoints (generated once per
     # database when unset), and how soon a checkpoint of the tree follows a commit.

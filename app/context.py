@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from app.access.queue import DecisionQueue
 from app.access.service import Access
 from app.auth.passwords import SecretHasher
+from app.auth.ratelimit import LoginRateLimit
 from app.auth.service import Logins
 from app.auth.tokens import TokenService
 from app.clock import Clock, utcnow
@@ -83,7 +84,12 @@ class AppContext:
             for peer in self.witnesses
         ]
 
+    async def stop(self) -> None:
+        """The shutdown step that needs the database: the last refusals are reported."""
+        await self.logins.report_all()
+
     def dispose(self) -> None:
+        self.logins.close()
         self.database.dispose()
 
 
@@ -142,12 +148,17 @@ def build_context(
         tokens=tokens,
         cursors=cursors,
         logins=Logins(
+            database,
             ledger,
             hasher,
             tokens,
             clock,
             lockout_threshold=settings.lockout_threshold,
             lockout_minutes=settings.lockout_minutes,
+            hash_threads=settings.login_hash_threads,
+            rate_limit=LoginRateLimit(
+                settings.login_rate_limit, settings.login_rate_window_seconds
+            ),
         ),
         users=Users(policy, ledger, hasher, clock, cursors),
         access=access,

@@ -51,6 +51,16 @@ class Forbidden(AppError):
     status_code = 403
 
 
+class TooManyRequests(AppError):
+    """Too many requests from one source: 429, and when to try again (`Retry-After`)."""
+
+    status_code = 429
+
+    def __init__(self, detail: str, retry_after_seconds: int) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class LedgerUnavailable(AppError):
     """The audit log cannot be written: fail closed."""
 
@@ -118,6 +128,8 @@ def install_handlers(app: FastAPI) -> None:
             body = {"detail": [{"loc": exc.loc, "msg": exc.detail, "type": "value_error"}]}
             return JSONResponse(body, status_code=422)
         headers = UNAUTHORIZED_HEADERS if isinstance(exc, Unauthorized) else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after_seconds)}
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         if owned:
             for worker in background:
                 worker.stop()
+            await app.state.context.stop()
             app.state.context.dispose()
 
     app = FastAPI(

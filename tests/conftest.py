@@ -83,6 +83,8 @@ def make_settings(database_url: str, key_dir: Path, **overrides: object) -> Sett
         "argon2_time_cost": 1,
         "argon2_memory_cost": 1024,
         "ledger_lock_timeout_seconds": 20.0,
+        # Every test client sends from one address; tests of the limit set their own.
+        "login_rate_limit": 100_000,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

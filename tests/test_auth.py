@@ -192,14 +192,23 @@ def test_deactivation_stops_existing_tokens_at_once(
 def test_role_change_applies_to_existing_tokens(
     client: TestClient, session: Session, context: AppContext
 ) -> None:
-    make_user(session, context, "officer.lee", ["admin"])
+    """Roles are read on every request: one given is held at once, one taken away ends the
+    token (`test_credentials.py`)."""
+    make_user(session, context, "officer.lee", ["oversight"])
     make_user(session, context, "admin.kim", ["admin"])
     headers = token(client, "officer.lee")
-    assert client.get("/v1/users", headers=headers).status_code == 200
-    client.patch(
-        "/v1/users/officer.lee", json={"roles": ["oversight"]}, headers=token(client, "admin.kim")
-    )
+    assert client.get("/v1/reports/flags", headers=headers).status_code == 200
     assert client.get("/v1/users", headers=headers).status_code == 403
+    client.patch(
+        "/v1/users/officer.lee",
+        json={"roles": ["oversight", "auditor"]},
+        headers=token(client, "admin.kim"),
+    )
+    assert client.get("/v1/auth/me", headers=headers).json()["roles"] == ["auditor", "oversight"]
+    client.patch(
+        "/v1/users/officer.lee", json={"roles": ["auditor"]}, headers=token(client, "admin.kim")
+    )
+    assert client.get("/v1/auth/me", headers=headers).status_code == 401
 
 
 def test_deactivated_client_token_stops(
@@ -232,9 +241,9 @@ def test_a_remembered_token_still_expires() -> None:
     clock = MovableClock()
     clock.set(datetime.now(UTC))
     tokens = TokenService(SECRET, "HS256", 60, clock)
-    issued = tokens.issue("officer.lee", "user")
-    assert tokens.read(issued) == TokenClaims("officer.lee", "user")
-    assert tokens.read(issued) == TokenClaims("officer.lee", "user")  # remembered
+    issued = tokens.issue("officer.lee", "user", 0)
+    assert tokens.read(issued) == TokenClaims("officer.lee", "user", 0)
+    assert tokens.read(issued) == TokenClaims("officer.lee", "user", 0)  # remembered
     clock.set(clock() + timedelta(seconds=61))
     with pytest.raises(Unauthorized):
         tokens.read(issued)

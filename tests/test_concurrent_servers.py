@@ -73,6 +73,7 @@ def server(new_database: Callable[[], str], tmp_path: Path) -> Iterator[Server]:
         "AUDIT_STATE_DIR": str(tmp_path),
         "AUDIT_ARGON2_TIME_COST": "1",
         "AUDIT_ARGON2_MEMORY_COST": "1024",
+        "AUDIT_LOGIN_RATE_LIMIT": str(settings.login_rate_limit),
     }
     command = [str(Path(sys.executable).parent / "access-audit"), "serve"]
     log = (tmp_path / "server.log").open("wb")

@@ -1,7 +1,8 @@
 """FastAPI dependencies of authentication: the bearer token, the principal, role guards.
 
-Roles and the active flag are read from the database on every request: a token names its
-subject, never its rights.
+Roles, the active flag and the credential version are read from the database on every
+request: a token names its subject and the credential version it was issued for, never its
+rights.
 """
 
 from __future__ import annotations
@@ -44,7 +45,13 @@ def lookup(session: Session, claims: TokenClaims) -> Principal | None:
             return None
         return Principal("client", claims.subject, INTEGRATION_ROLES)
     user = users_repo.user_by_username(session, claims.subject)
-    if user is None or not user.active or user.password_hash is None:
+    if (
+        user is None
+        or not user.active
+        or user.password_hash is None
+        # issued before the password, the active flag or the roles last changed
+        or user.credential_version != claims.version
+    ):
         return None
     return Principal("user", user.username, frozenset(user.roles))
 

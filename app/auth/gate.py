@@ -12,6 +12,7 @@ route's own dependencies still look the caller up and check its roles.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from fastapi.dependencies.models import Dependant
@@ -47,10 +48,18 @@ def routes_of(app: Any) -> list[tuple[RouteContext, bool]]:
         app.state, "_gate_routes", None
     )
     if known is None or known[0] != len(routes):
-        flat = [(route, needs_token(route)) for route in iter_route_contexts(routes)]
-        known = (len(routes), flat)
-        app.state._gate_routes = known
+        # Once, under a lock: the first requests arrive together, and building the route
+        # contexts (pydantic schemas) from several threads at once is not safe.
+        with _ROUTES_LOCK:
+            known = getattr(app.state, "_gate_routes", None)
+            if known is None or known[0] != len(routes):
+                flat = [(route, needs_token(route)) for route in iter_route_contexts(routes)]
+                known = (len(routes), flat)
+                app.state._gate_routes = known
     return known[1]
+
+
+_ROUTES_LOCK = threading.Lock()
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:

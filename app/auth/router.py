@@ -10,7 +10,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse
 
 from app.auth.schemas import LoginName, Me, Token
-from app.deps import ContextDep, PrincipalDep, SourceIpDep, WriteSessionDep
+from app.deps import ContextDep, PrincipalDep, SourceIpDep
 from app.errors import UNAUTHORIZED_HEADERS, Problem
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
@@ -36,11 +36,16 @@ def basic_client(request: Request) -> tuple[str | None, str | None]:
 @router.post(
     "/token",
     response_model=Token,
-    responses={401: {"model": Problem, "description": "Any credential failure, always alike"}},
+    responses={
+        401: {"model": Problem, "description": "Any credential failure, always alike"},
+        429: {
+            "model": Problem,
+            "description": "Too many token requests from this address; see Retry-After",
+        },
+    },
 )
-def issue_token(
+async def issue_token(
     request: Request,
-    session: WriteSessionDep,
     context: ContextDep,
     source_ip: SourceIpDep,
     grant_type: Annotated[Literal["password", "client_credentials"], Form()],
@@ -55,11 +60,10 @@ def issue_token(
     else:
         # RFC 6749 2.3.1: a client may authenticate with HTTP Basic (as /docs' Authorize does)
         name, secret = (client_id, client_secret) if client_id else basic_client(request)
-    token = None
-    if name and secret:
-        token = context.logins.login(session, grant_type, name, secret, source_ip)
+    # Async: the password is checked in the logins' own threads (`app.auth.service`), and
+    # the attempt is recorded in transactions of their own, committed before the answer.
+    token = await context.logins.login(grant_type, name, secret, source_ip)
     if token is None:
-        # Returned, not raised: the failed attempt and the failure count must commit.
         return JSONResponse(INVALID, status_code=401, headers=UNAUTHORIZED_HEADERS)
     return Token(access_token=token, expires_in=context.settings.token_ttl_seconds)
 

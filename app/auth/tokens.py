@@ -31,6 +31,8 @@ LATEST_EXPIRY: Final = datetime(MAX_YEAR, 12, 31, 23, 59, 59, tzinfo=UTC).timest
 class TokenClaims:
     subject: str
     kind: str
+    # A user's credential version when the token was issued (`ver`); None for a client.
+    version: int | None = None
 
 
 class TokenService:
@@ -47,15 +49,18 @@ class TokenService:
     def _now(self) -> float:
         return self._clock().timestamp()
 
-    def issue(self, subject: str, kind: str) -> str:
+    def issue(self, subject: str, kind: str, version: int | None = None) -> str:
+        """A token for `subject`; a user's carries `version`, their credential version."""
         now = self._clock()
-        claims = {
+        claims: dict[str, Any] = {
             "sub": subject,
             "typ": kind,
             "iat": int(now.timestamp()),
             "exp": int((now + timedelta(seconds=self.ttl_seconds)).timestamp()),
             "jti": uuid.uuid4().hex,
         }
+        if version is not None:
+            claims["ver"] = version
         return str(jwt.encode(claims, self._secret, algorithm=self.algorithm))
 
     def read(self, token: str) -> TokenClaims:
@@ -67,14 +72,18 @@ class TokenService:
         claims = self._decode(token)
         subject, kind = claims.get("sub"), claims.get("typ")
         expires = _expiry(claims.get("exp"))
+        version = claims.get("ver")
         if (
             not _is_name(subject)
             or kind not in PRINCIPAL_KINDS
             or expires is None
+            # a user's token names the credential version it was issued for (no bool)
+            or (kind == "user" and (isinstance(version, bool) or not isinstance(version, int)))
+            or (kind == "client" and version is not None)
             or expires <= self._now()
         ):
             raise Unauthorized("invalid or expired token")
-        verified = TokenClaims(subject, kind)
+        verified = TokenClaims(subject, kind, version)
         with self._lock:
             self._verified[token] = (verified, expires)
         return verified

@@ -25,6 +25,11 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # In every token of this user; bumped when a credential change must end earlier tokens.
+    credential_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Login attempts whose password is being checked now (`app.auth.service.Logins`).
+    logins_pending: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    logins_pending_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -64,6 +69,8 @@ class Client(Base):
     name: Mapped[str] = mapped_column(String(200))
     secret_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # No longer counted or honoured: a client is never locked by failures (whoever knows
+    # its id could lock it out); token requests are rate-limited per address instead.
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

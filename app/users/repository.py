@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from app.policy.evaluator import ActorProfile, TrainingRecord
 from app.users.models import Client, Training, User
@@ -42,6 +42,18 @@ def _chunks(names: Iterable[str]) -> list[list[str]]:
 
 def user_by_username(session: Session, username: str) -> User | None:
     return session.scalar(select(User).where(User.username == username))
+
+
+def user_for_login(session: Session, username: str) -> User | None:
+    """The user row, locked until the transaction ends (PostgreSQL: `FOR UPDATE`; SQLite's
+    writers already hold the database's write lock), so that logins to one account
+    are counted one after another, by any number of processes."""
+    return session.scalar(
+        select(User)
+        .where(User.username == username)
+        .options(lazyload(User.training))
+        .with_for_update(of=User.__table__)
+    )
 
 
 def actor_profiles(session: Session, usernames: Iterable[str]) -> dict[str, ActorProfile]:

@@ -133,6 +133,8 @@ class Users:
     ) -> User:
         user = self.get_user(session, username)
         changes: dict[str, Any] = {}
+        # Whether every earlier token of the user must end (`User.credential_version`).
+        ends_tokens = False
         if body.roles is not None:
             roles = check_roles(self.policy, body.roles)
             admin = Role.admin.value
@@ -141,6 +143,7 @@ class Users:
                     ["body", "roles"], "an administrator cannot remove their own admin role"
                 )
             changes["roles"] = {"from": list(user.roles), "to": roles}
+            ends_tokens |= not set(user.roles) <= set(roles)  # a role taken away
             user.roles = roles
         if body.facilities is not None:
             facilities = check_facilities(self.policy, body.facilities)
@@ -155,13 +158,19 @@ class Users:
                     )
                 changes[name] = {"from": getattr(user, name), "to": value}
                 setattr(user, name, value)
+                # deactivated or reactivated: no token from before either survives it
+                ends_tokens |= name == "active"
         if body.password is not None:
             user.password_hash = self.hasher.hash(body.password)
             user.failed_logins = 0
             user.locked_until = None
             changes["password"] = "changed"
+            ends_tokens = True
         if not changes:
             return user
+        if ends_tokens:
+            # In SQL, not read-modify-write: a concurrent change must not undo this bump.
+            user.credential_version = User.credential_version + 1
         user.updated_at = self.clock()
         session.flush()
         self._record(session, by, "update_user", "user", user.username, changes, source_ip)
