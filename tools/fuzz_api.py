@@ -45,6 +45,7 @@ from harness import (
 )
 
 HOST = "127.0.0.1"
+CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
 # Which checks: all of them. The fuzzer reads the statuses each operation documents, so an
 # undocumented status (a 500 above all) fails `status_code_conformance`.
 CHECKS = "all"
@@ -78,7 +79,7 @@ def officers(base: str, admin_token: str) -> dict[str, str]:
 
 def fuzz(base: str, caller: str, token: str | None, seconds: int, workdir: Path) -> bool:
     command = [
-        str(VENV_BIN / "schemathesis"), "run", f"{base}/openapi.json",
+        str(VENV_BIN / "schemathesis"), "--config-file", str(CONFIG), "run", f"{base}/openapi.json",
         "--checks", CHECKS, "--max-time", str(seconds), "--workers", "1",
         "--phases", "examples,coverage,fuzzing", "--request-timeout", "30",
         "--report", "junit", "--report-dir", str(workdir / f"report-{caller}"),
@@ -88,6 +89,7 @@ def fuzz(base: str, caller: str, token: str | None, seconds: int, workdir: Path)
         command += ["--header", f"Authorization: Bearer {token}"]
     print(f"== schemathesis as {caller} ({seconds} s)", flush=True)
     done = subprocess.run(command, check=False)
+    print(f"== schemathesis as {caller}: exit {done.returncode}", flush=True)
     return done.returncode == 0
 
 
@@ -123,7 +125,8 @@ def run(kind: str, seconds: int, workers: int) -> bool:
                 print(f"[{kind}] fuzzed for {time.perf_counter() - started:.0f} s", flush=True)
             intact = verified(env, workdir)
     failed = [caller for caller, ok in results.items() if not ok]
-    print(f"[{kind}] failed as: {', '.join(failed) or 'nobody'}; log intact: {intact}")
+    print(f"[{kind}] callers that found failures: {', '.join(failed) or 'none'}; "
+          f"log intact: {intact}")  # fmt: skip
     return not failed and intact
 
 

@@ -110,22 +110,23 @@ def tile(
 @router.get(
     "/v1/log/proof/consistency",
     response_model=ConsistencyProofRead,
-    responses={422: {"model": Problem, "description": "`new` is beyond the latest checkpoint"},
-               **NOT_FOUND},
+    responses=NOT_FOUND,
 )  # fmt: skip
 def consistency(
     session: ReadSessionDep,
     old: Annotated[int, Query(ge=0, le=MAX_SEQ, description="the older tree size")],
     new: Annotated[int, Query(ge=0, le=MAX_SEQ, description="the newer tree size")],
 ) -> transparency.ConsistencyProof:
-    """The proof that the tree of size `old` is a prefix of the tree of size `new`. Public."""
+    """The proof that the tree of size `old` is a prefix of the tree of size `new`; 422
+    naming `new` when it is beyond the latest checkpoint, `old` when it exceeds `new`.
+    Public."""
     return transparency.consistency(session, old, new)
 
 
 @router.get(
     "/v1/log/proof/inclusion",
     response_model=InclusionProofRead,
-    responses={422: {"model": Problem, "description": "`seq` is beyond `size`"}, **NOT_FOUND},
+    responses=NOT_FOUND,
 )
 def inclusion(
     session: ReadSessionDep,
@@ -137,7 +138,8 @@ def inclusion(
     ] = None,
 ) -> transparency.InclusionProof:
     """The proof that event `seq` is in the checkpointed tree of `size`, with that
-    checkpoint. Auditor or oversight."""
+    checkpoint (with its cosignatures); 422 naming `seq` when it is beyond `size`.
+    Auditor or oversight."""
     return transparency.inclusion(session, seq, size)
 
 

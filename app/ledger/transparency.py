@@ -372,7 +372,12 @@ def inclusion(session: Session, seq: int, size: int | None) -> InclusionProof:
 def proof_bundle(session: Session, seq: int) -> str:
     """Event `seq` as a C2SP tlog-proof, provable offline: against the latest checkpoint a
     witness cosigned that covers it, else the latest checkpoint."""
-    proof = inclusion(session, seq, latest_cosigned_size(session, seq))
+    size = latest_cosigned_size(session, seq)
+    if size is None:
+        latest = latest_checkpoint(session)
+        if latest is None or latest.size < seq:
+            raise NotFound(f"event {seq} is not in a signed tree (yet)")
+    proof = inclusion(session, seq, size)
     lines = [PROOF_HEADER, f"index {proof.index}", *proof.hashes]
     return "\n".join(lines) + "\n\n" + proof.checkpoint
 
