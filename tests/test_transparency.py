@@ -228,6 +228,8 @@ def test_inclusion_proofs_name_what_is_wrong(
         "/v1/log/proof/inclusion", params={"seq": 1, "size": size - 1}, headers=headers
     )
     assert unsigned.status_code == 404
+    # An event not yet in a signed tree has no tlog-proof (yet): 404, naming no query.
+    assert client.get(f"/v1/events/{size + 1}/proof", headers=headers).status_code == 404
 
 
 def test_the_tree_and_its_checkpoints_are_append_only(
