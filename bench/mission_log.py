@@ -211,6 +211,7 @@ def load(database_url: str, n: int, seed: int, key_file: Path) -> LoadedLog:
             loaded.last = chunk[-1]["recorded_at"]
             print(f"\rloaded {loaded.events:,} events", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
+        _sign_the_tree(engine, signer, tree.size)
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT")
             if engine.dialect.name == "postgresql":
@@ -227,6 +228,30 @@ def load(database_url: str, n: int, seed: int, key_file: Path) -> LoadedLog:
     loaded.records = sorted(records)
     loaded.actors = sorted(actors)
     return loaded
+
+
+ORIGIN = "bench.invalid/mission-log"
+
+
+def _sign_the_tree(engine: Any, signer: Any, size: int) -> None:
+    """The tree checkpoint the service would have published over the loaded log (under a
+    fixed origin), so that a server started on it has nothing to re-check first."""
+    from sqlalchemy.orm import Session
+
+    from app.ledger import transparency
+    from app.ledger.merkle import range_hash
+    from app.ledger.models import LogSetting, TreeCheckpoint
+    from app.ledger.note import Checkpoint as Note
+    from app.ledger.note import NoteSigner
+
+    with Session(engine) as session, session.begin():
+        root = range_hash(transparency.hash_reader(session), 0, size)
+        text_ = Note(ORIGIN, size, root).text
+        note = text_ + "\n" + NoteSigner(ORIGIN, signer.private_key).signature_line(text_)
+        session.execute(insert(LogSetting), [{"name": "origin", "value": ORIGIN}])
+        session.execute(insert(TreeCheckpoint), [
+            {"size": size, "root": root, "note": note, "signed_at": datetime.now(UTC)}
+        ])  # fmt: skip
 
 
 def _copy(conn: Any, rows: list[dict[str, Any]]) -> None:
