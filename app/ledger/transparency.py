@@ -75,7 +75,6 @@ class TransparencyLog:
         self._trusted = list(trusted)
         self.authenticator = Authenticator.of(signer.private_key)
         self._refused: int | None = None  # the seq last refused a checkpoint (logged once)
-        self._configured = configured_origin
         self._origin: str | None = configured_origin
         self.signing_clock = signing_clock
 
