@@ -28,6 +28,11 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./access_audit.db"
     policy_dir: Path = Path("./policies")
+    # The `authority` recorded with the policy folder when it becomes the first version.
+    policy_authority: str = Field(
+        default="the mission policy as deployed (the policy folder at first start-up)",
+        min_length=1,
+    )
     secret_key: str | None = Field(default=None, min_length=32)
     token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
     signing_key_file: Path | None = None

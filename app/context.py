@@ -28,8 +28,10 @@ from app.ledger.service import Ledger, VolumeRule
 from app.ledger.transparency import Publisher, TransparencyLog
 from app.ledger.witnessing import Submitter, WitnessPeer
 from app.pagination import Cursors
+from app.policy.book import PolicyBook
 from app.policy.evaluator import CompiledPolicy
 from app.policy.loader import load_policy
+from app.policy.service import Policies, PolicyMismatch
 from app.reports.exports import Exports
 from app.reports.service import Reports
 from app.users.service import Users
@@ -40,7 +42,9 @@ class AppContext:
     settings: Settings
     clock: Clock
     database: Database
-    policy: CompiledPolicy
+    policy: CompiledPolicy  # the policy folder this process started with
+    book: PolicyBook  # which version judges which instant (the log's history)
+    policies: Policies
     ledger: Ledger
     transparency: TransparencyLog
     witnesses: tuple[WitnessPeer, ...]
@@ -54,10 +58,15 @@ class AppContext:
     exports: Exports
 
     def start(self) -> None:
-        """The start-up step that needs the database (`ledger_service.start`), and the
-        log's origin and first tree checkpoint."""
+        """The start-up step that needs the database (`ledger_service.start`), the policy
+        folder recorded as the first version or checked against the log's, and the log's
+        origin and first tree checkpoint."""
         with self.database.transaction() as session:
             ledger_service.start(session, self.ledger)
+            try:
+                self.policies.start(session)
+            except PolicyMismatch as exc:
+                raise SystemExit(f"error: {exc}") from None
             self.transparency.origin_for(session)
             self.transparency.publish(session)
 
@@ -134,14 +143,21 @@ def build_context(
         keys.jwt_secret, settings.jwt_algorithm, settings.token_ttl_seconds, clock
     )
     cursors = Cursors(keys.jwt_secret)
-    access = Access(policy, ledger, clock)
+    book = PolicyBook(policy)
+    access = Access(book, ledger, clock)
     transparency = TransparencyLog(keys.signer, settings.log_origin, signing_clock, trusted)
-    reports = Reports(policy, ledger, clock, cursors)
+    reports = Reports(book, ledger, clock, cursors)
+    policies = Policies(
+        book, ledger, clock, cursors,
+        folder=settings.policy_dir, initial_authority=settings.policy_authority,
+    )  # fmt: skip
     return AppContext(
         settings=settings,
         clock=clock,
         database=database,
         policy=policy,
+        book=book,
+        policies=policies,
         ledger=ledger,
         transparency=transparency,
         witnesses=witnesses,
@@ -160,7 +176,7 @@ def build_context(
                 settings.login_rate_limit, settings.login_rate_window_seconds
             ),
         ),
-        users=Users(policy, ledger, hasher, clock, cursors),
+        users=Users(book, ledger, hasher, clock, cursors),
         access=access,
         decisions=DecisionQueue(database, access),
         reports=reports,

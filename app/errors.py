@@ -75,6 +75,14 @@ class Invalid(AppError):
     def __init__(self, loc: Sequence[str | int], message: str) -> None:
         super().__init__(message)
         self.loc = list(loc)
+        self.errors: list[tuple[list[str | int], str]] = [(self.loc, message)]
+
+    @classmethod
+    def many(cls, errors: Sequence[tuple[Sequence[str | int], str]]) -> Invalid:
+        """One 422 listing several problems, each with its location."""
+        first = cls(errors[0][0], errors[0][1])
+        first.errors = [(list(loc), message) for loc, message in errors]
+        return first
 
 
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
@@ -125,7 +133,11 @@ def install_handlers(app: FastAPI) -> None:
         if isinstance(exc, LedgerUnavailable):
             request.app.state.metrics.ledger_failures.inc()
         if isinstance(exc, Invalid):
-            body = {"detail": [{"loc": exc.loc, "msg": exc.detail, "type": "value_error"}]}
+            body = {
+                "detail": [
+                    {"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in exc.errors
+                ]
+            }
             return JSONResponse(body, status_code=422)
         headers = UNAUTHORIZED_HEADERS if isinstance(exc, Unauthorized) else None
         if isinstance(exc, TooManyRequests):

@@ -19,6 +19,7 @@ from app.dashboard.router import router as dashboard_router
 from app.errors import install_handlers
 from app.ledger.log_router import router as log_router
 from app.ledger.router import router as integrity_router
+from app.policy.router import router as policy_router
 from app.reports.router import router as reports_router
 from app.users.router import router as users_router
 
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(integrity_router)
     app.include_router(log_router)
     app.include_router(reports_router)
+    app.include_router(policy_router)
     app.include_router(dashboard_router)
     app.mount(STATIC_PATH, static_files, name="dashboard-static")
     return app

@@ -30,6 +30,7 @@ class Kind(StrEnum):
     login = "login"
     export = "export"
     review = "review"
+    policy = "policy"
 
 
 # Accesses to a case record: asked before (`decision`) or told after (`report`).

@@ -50,6 +50,13 @@ GUARDED: list[tuple[str, str, set[str]]] = [
     ("GET", "/v1/log/tile/entries/{rest}", READERS),
     ("GET", "/v1/log/proof/inclusion", READERS),
     ("GET", "/v1/events/{seq}/proof", READERS),
+    ("GET", "/v1/policies", READERS | {"admin"}),
+    ("POST", "/v1/policies", {"admin"}),
+    ("GET", "/v1/policies/{version}", READERS | {"admin"}),
+    ("GET", "/v1/policies/{version}/diff", READERS | {"admin"}),
+    ("POST", "/v1/policies/{version}/approve", {"oversight"}),
+    ("POST", "/v1/policies/{version}/reject", {"oversight"}),
+    ("GET", "/v1/policies/{version}/impact", READERS),
 ]
 # Hashes only, for anyone (contract section 13).
 PUBLIC = {
@@ -70,6 +77,7 @@ def _concrete(path: str) -> str:
         .replace("{record_id}", "GRN-1")
         .replace("{export_id}", "x")
         .replace("{rest}", "000")
+        .replace("{version}", "sha256:" + "0" * 64)
     )
 
 

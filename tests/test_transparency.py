@@ -273,7 +273,7 @@ def test_the_served_app_publishes_a_checkpoint_within_the_interval(
     url = new_database()
     settings = make_settings(url, tmp_path, checkpoint_seconds=0.05)
     context = build_context(settings)
-    context.start()  # start-up publishes the empty tree's checkpoint
+    context.start()  # start-up records the policy's first version and publishes size 1
     publisher = context.publisher()
     publisher.start()
     try:
@@ -283,10 +283,10 @@ def test_the_served_app_publishes_a_checkpoint_within_the_interval(
         while time.monotonic() < deadline:
             with context.database.reader() as session:
                 sizes = list(session.scalars(select(TreeCheckpoint.size)))
-            if 42 in sizes:
+            if 43 in sizes:
                 break
             time.sleep(0.02)
-        assert sorted(sizes) == [0, 42]
+        assert sorted(sizes) == [1, 43]
         with context.database.reader() as session:
             assert session.scalar(select(func.count()).select_from(TreeCheckpoint)) == 2
     finally:

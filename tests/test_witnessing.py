@@ -121,21 +121,22 @@ def test_checkpoints_are_cosigned_served_and_a_down_witness_blocks_nothing(
     grow(context, 300)  # appends go on, the down witness notwithstanding
     assert first.submit_once()
     assert not first.submit_once()  # nothing new to cosign
-    assert kept(context) == [(10, "oversight.example/w1"), (310, "oversight.example/w1")]
-    assert w1.cosigned(ORIGIN)[0] == 310
+    # Start-up recorded the policy folder as the log's first event: sizes are one more.
+    assert kept(context) == [(11, "oversight.example/w1"), (311, "oversight.example/w1")]
+    assert w1.cosigned(ORIGIN)[0] == 311
 
     client = TestClient(create_app(context=context))
     note = client.get("/v1/log/checkpoint").text
     text, signed = open_note(note, [Verifier.from_vkey(w1.vkey), Verifier.from_vkey(
         client.get("/v1/log/key").text.strip())])  # fmt: skip
-    assert text.split("\n")[1] == "310"
+    assert text.split("\n")[1] == "311"
     assert {v.name for v in signed} == {"oversight.example/w1", ORIGIN}
     metrics = client.get("/metrics").text
     assert 'audit_witness_lag_events{witness="oversight.example/w1"} 0.0' in metrics
-    assert 'audit_witness_lag_events{witness="oversight.example/w2"} 310.0' in metrics
+    assert 'audit_witness_lag_events{witness="oversight.example/w2"} 311.0' in metrics
     ready = client.get("/readyz")
     assert ready.status_code == 200  # a lagging witness is reported, not a reason to stop
-    assert "behind by 310 events" in ready.json()["checks"]["witness oversight.example/w2"]
+    assert "behind by 311 events" in ready.json()["checks"]["witness oversight.example/w2"]
 
 
 def test_a_forked_log_is_refused_by_a_witness_that_saw_the_original(
@@ -148,9 +149,9 @@ def test_a_forked_log_is_refused_by_a_witness_that_saw_the_original(
     # The operator rewrites the log from scratch (other events, the same origin and key).
     forked = make_log([{"url": url, "vkey": w1.vkey}])
     grow(forked, 80, salt="rewritten")
-    assert not forked.submitters()[0].submit_once()  # 409 (it cosigned 50), then 422
+    assert not forked.submitters()[0].submit_once()  # 409 (it cosigned 51), then 422
     assert kept(forked) == []
-    assert w1.cosigned(ORIGIN)[0] == 50
+    assert w1.cosigned(ORIGIN)[0] == 51  # 50 and the policy event start-up recorded
     shorter = make_log([{"url": url, "vkey": w1.vkey}])
     grow(shorter, 20, salt="cut")
     assert not shorter.submitters()[0].submit_once()  # the witness is ahead: a rollback
@@ -172,9 +173,10 @@ def test_the_served_app_gets_cosignatures_in_the_background(
     try:
         grow(context, 30)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (30, "oversight.example/w1") not in kept(context):
+        # 30 and the policy event start-up recorded
+        while time.monotonic() < deadline and (31, "oversight.example/w1") not in kept(context):
             time.sleep(0.05)
-        assert (30, "oversight.example/w1") in kept(context)
+        assert (31, "oversight.example/w1") in kept(context)
     finally:
         for worker in workers:
             worker.stop()

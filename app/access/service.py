@@ -11,7 +11,7 @@ at one instant and appended in one transaction, in the order it arrived.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -24,7 +24,14 @@ from app.errors import Invalid
 from app.ledger.append_store import IdempotencyKey, LoggedEvent
 from app.ledger.schemas import ReasonRead, explain
 from app.ledger.service import Appended, Ledger, NewEvent
-from app.policy.evaluator import AccessRequest, ActorProfile, CompiledPolicy, Judgement
+from app.policy.book import PolicyBook
+from app.policy.evaluator import (
+    AccessRequest,
+    ActorProfile,
+    CompiledPolicy,
+    Judgement,
+    actor_facts,
+)
 from app.users import repository as users_repo
 from app.vocabulary import Kind
 
@@ -90,8 +97,8 @@ class _Written:
 class Access:
     """POST /v1/decisions and POST /v1/events: evaluate, flag, append."""
 
-    def __init__(self, policy: CompiledPolicy, ledger: Ledger, clock: Clock) -> None:
-        self.policy = policy
+    def __init__(self, book: PolicyBook, ledger: Ledger, clock: Clock) -> None:
+        self.book = book
         self.ledger = ledger
         self.clock = clock
 
@@ -114,15 +121,15 @@ class Access:
         now = self.clock()
         requests = [_Request(ask.caller, ask.body, now, ask.source_ip, ask.key) for ask in asks]
         written = self._judge_and_append(session, Kind.decision.value, now, requests)
-        version = self.policy.version
         return written.answers(
             [request.key for request in requests],
             lambda judgement, event, appended: DecisionResult(
                 decision=judgement.decision,
-                reasons=[ReasonRead(code=r.code.value, message=r.message)
+                reasons=[ReasonRead(code=r.code.value, message=r.message,
+                                    data=dict(r.data) if r.data else None)
                          for r in judgement.reasons],
                 seq=appended.seq, event_id=appended.event_id, flags=list(event.flags),
-                policy_version=version,
+                policy_version=event.policy_version or "",
             ),
             _decision_result,
         )  # fmt: skip
@@ -166,6 +173,11 @@ class Access:
             keys={r.key for r in requests if r.key is not None},
             counted={(r.body.actor, r.at) for r in requests},
         )
+        # Under the lock: an approval appended before it is seen (`app.policy.book`).
+        book = self.book
+        book.refresh(session)
+        if book.volume_limit != self.ledger.volume.limit:  # a version raised the threshold
+            self.ledger.volume = replace(self.ledger.volume, limit=book.volume_limit)
         fresh: list[int] = []
         first: dict[IdempotencyKey, int] = {}
         for i, request in enumerate(requests):
@@ -182,26 +194,36 @@ class Access:
         judged: list[tuple[Judgement, NewEvent]] = []
         for request, count in zip(new, counts, strict=True):
             profile = profiles.get(request.body.actor)
-            judgement = self.policy.judge(
+            policy = book.at(request.at)
+            judgement = policy.judge(
                 profile, _access(request.body), request.at, reported_at=reported_at,
                 distinct_records_in_window=count,
             )  # fmt: skip
-            judged.append((judgement, self._event(kind, request, profile, judgement)))
+            facts = {"actor": actor_facts(profile, policy.local_date(request.at)),
+                     "distinct_records": count}  # fmt: skip
+            judged.append((judgement, _event(kind, request, profile, judgement, policy, facts)))
         appended = locked.append(now, [event for _, event in judged])
         return _Written(locked.logged, first, {
             i: (judgement, event, added)
             for i, (judgement, event), added in zip(fresh, judged, appended, strict=True)
         })  # fmt: skip
 
-    def _event(
-        self, kind: str, request: _Request, profile: ActorProfile | None, judgement: Judgement
-    ) -> NewEvent:
-        body = request.body
-        details: dict[str, Any] = {}
-        if judgement.reasons:
-            details["reasons"] = [{"code": r.code.value, "message": r.message}
-                                  for r in judgement.reasons]  # fmt: skip
-        return NewEvent(
+
+def _event(
+    kind: str,
+    request: _Request,
+    profile: ActorProfile | None,
+    judgement: Judgement,
+    policy: CompiledPolicy,
+    facts: dict[str, Any],
+) -> NewEvent:
+    """The event that records `judgement`: with its reasons (and their data) and the
+    facts the rules saw (`details.facts`, which `app.policy.replay` judges again)."""
+    body = request.body
+    details: dict[str, Any] = {"facts": facts}
+    if judgement.reasons:
+        details["reasons"] = [r.as_json() for r in judgement.reasons]
+    return NewEvent(
             kind=kind, occurred_at=request.at, actor=body.actor,
             actor_roles=list(profile.roles) if profile else [], action=body.action,
             action_category=judgement.category, record_type=body.record.type,
@@ -209,7 +231,7 @@ class Access:
             justification=body.justification, break_glass=body.break_glass,
             decision=judgement.decision, reasons=judgement.reason_codes,
             flags=[f.value for f in judgement.flags], source=request.caller.name,
-            client_event_id=body.client_event_id, policy_version=self.policy.version,
+            client_event_id=body.client_event_id, policy_version=policy.version,
             workstation=body.workstation, source_ip=request.source_ip, details=details,
         )  # fmt: skip
 

@@ -6,7 +6,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+    model_serializer,
+)
 
 from app.ledger.canonical import format_timestamp
 
@@ -16,6 +23,19 @@ class ReasonRead(BaseModel):
 
     code: str
     message: str
+    data: dict[str, Any] | None = Field(
+        None,
+        description="the facts behind the reason, e.g. the expired module and its date",
+        examples=[{"module": "records_privacy", "expired_on": "2026-05-01"}],
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_data(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # `data` is left out when a reason has none (e.g. one logged before reasons had it).
+        out: dict[str, Any] = handler(self)
+        if out.get("data") is None:
+            out.pop("data", None)
+        return out
 
 
 def explain(codes: Sequence[str], details: Mapping[str, Any]) -> list[ReasonRead]:
@@ -24,12 +44,18 @@ def explain(codes: Sequence[str], details: Mapping[str, Any]) -> list[ReasonRead
     The ledger hashes the codes in `reasons` and the messages inside `details`.
     """
     messages: dict[str, str] = {}
+    data: dict[str, dict[str, Any]] = {}
     recorded = details.get("reasons")
     if isinstance(recorded, list):
         for reason in recorded:
             if isinstance(reason, dict) and isinstance(reason.get("message"), str):
                 messages[str(reason.get("code"))] = reason["message"]
-    return [ReasonRead(code=code, message=messages.get(code, code)) for code in codes]
+                if isinstance(reason.get("data"), dict):
+                    data[str(reason.get("code"))] = reason["data"]
+    return [
+        ReasonRead(code=code, message=messages.get(code, code), data=data.get(code))
+        for code in codes
+    ]
 
 
 class VerificationRead(BaseModel):

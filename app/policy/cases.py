@@ -7,10 +7,11 @@ codes (in order) and flags. `access-audit policy test` and the test suite run th
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -85,29 +86,44 @@ class CaseResult:
 
 def load_cases(folder: Path) -> list[tuple[str, DecisionCase]]:
     """Every case of `folder/tests/*.toml` with defaults applied, as (file name, case)."""
-    cases: list[tuple[str, DecisionCase]] = []
+    files: list[tuple[str, Any]] = []
     problems: list[str] = []
     for path in sorted((folder / "tests").glob("*.toml")):
         try:
-            parsed = CaseFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+            files.append((path.name, tomllib.loads(path.read_text(encoding="utf-8"))))
         except tomllib.TOMLDecodeError as exc:
             problems.append(f"{path}: {exc}")
-            continue
+    cases, more = parse_cases(files)
+    problems.extend(f"{folder / 'tests' / file}: {message}" for file, message in more)
+    if problems:
+        raise PolicyLoadError(problems)
+    return cases
+
+
+def parse_cases(
+    files: Sequence[tuple[str, Any]],
+) -> tuple[list[tuple[str, DecisionCase]], list[tuple[str, str]]]:
+    """Case files (name, parsed content: a table with `defaults` and `case`), as sent to
+    the API or read from a folder: the cases with defaults applied, and every problem as
+    (file name, message)."""
+    cases: list[tuple[str, DecisionCase]] = []
+    problems: list[tuple[str, str]] = []
+    for name, content in files:
+        try:
+            parsed = CaseFile.model_validate(content)
         except ValidationError as exc:
             problems.extend(
-                f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                (name, f"{'.'.join(map(str, e['loc']))}: {e['msg']}") for e in exc.errors()
             )
             continue
         for case in parsed.case:
             at = case.at or parsed.defaults.at
             if at is None:
-                problems.append(f"{path}: case {case.name!r}: no `at` (nor a default)")
+                problems.append((name, f"case {case.name!r}: no `at` (nor a default)"))
                 continue
             actor = case.actor if case.actor is not None else parsed.defaults.actor
-            cases.append((path.name, case.model_copy(update={"at": at, "actor": actor})))
-    if problems:
-        raise PolicyLoadError(problems)
-    return cases
+            cases.append((name, case.model_copy(update={"at": at, "actor": actor})))
+    return cases, problems
 
 
 def _profile(policy: CompiledPolicy, actor: CaseActor, at: datetime) -> ActorProfile:
@@ -154,9 +170,13 @@ def _describe(decision: str, reasons: list[str], flags: list[str]) -> str:
     return text
 
 
-def run_cases(policy: CompiledPolicy, folder: Path) -> list[CaseResult]:
+def run_cases(
+    policy: CompiledPolicy, folder_or_cases: Path | Sequence[tuple[str, DecisionCase]]
+) -> list[CaseResult]:
+    """Run the cases of a policy folder (or the given cases) against `policy`."""
+    cases = load_cases(folder_or_cases) if isinstance(folder_or_cases, Path) else folder_or_cases
     results = []
-    for file, case in load_cases(folder):
+    for file, case in cases:
         passed, expected, got = run_case(policy, case)
         results.append(CaseResult(file, case.name, passed, expected, got))
     return results

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from app.policy.reasons import FLAG_ORDER, REASON_ORDER, Flag, ReasonCode
@@ -59,8 +60,19 @@ class AccessRequest:
 
 @dataclass(frozen=True, slots=True)
 class Reason:
+    """A deny reason: its code, a message for people, and the facts behind it (`data`:
+    JSON values, e.g. the expired module and its date)."""
+
     code: ReasonCode
     message: str
+    data: Mapping[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """How a reason is recorded in an event's `details.reasons`."""
+        out: dict[str, Any] = {"code": self.code.value, "message": self.message}
+        if self.data:
+            out["data"] = dict(self.data)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +118,8 @@ class CompiledPolicy:
     volume_spike_records: int
     volume_spike_window_minutes: int
     late_report_hours: int
+    # The merged policy content (JSON values) whose canonical digest is `version`.
+    content: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def mission_roles(self) -> frozenset[str]:
@@ -161,6 +175,11 @@ class CompiledPolicy:
                         ReasonCode.outside_mission_window,
                         f"{today} is outside the mission window "
                         f"{self.window_start} to {self.window_end}",
+                        {
+                            "date": today.isoformat(),
+                            "window_start": self.window_start.isoformat(),
+                            "window_end": self.window_end.isoformat(),
+                        },
                     )
                 )
             if facility is not None and today < facility.live_from:
@@ -168,6 +187,7 @@ class CompiledPolicy:
                     Reason(
                         ReasonCode.facility_not_live,
                         f"{facility.name} is live from {facility.live_from}",
+                        {"facility": facility.key, "live_from": facility.live_from.isoformat()},
                     )
                 )
             if (
@@ -180,16 +200,31 @@ class CompiledPolicy:
                     Reason(
                         ReasonCode.facility_not_assigned,
                         f"{actor.username} is not assigned to {facility.name}",
+                        {"facility": facility.key, "assigned": sorted(actor.facilities)},
                     )
                 )
             if self.guard_must_be_volunteer and not actor.volunteer:
                 add(Reason(ReasonCode.not_volunteer, f"{actor.username} is not a volunteer"))
             missing, expired = self._training_gaps(actor, today)
             if missing:
-                add(Reason(ReasonCode.training_missing, "no training in " + ", ".join(missing)))
-            if expired:
                 add(
-                    Reason(ReasonCode.training_expired, "training expired in " + ", ".join(expired))
+                    Reason(
+                        ReasonCode.training_missing,
+                        "no training in " + ", ".join(missing),
+                        {"modules": missing},
+                    )
+                )
+            if expired:
+                modules = [
+                    {"module": module, "expired_on": on.isoformat()} for module, on in expired
+                ]
+                add(
+                    Reason(
+                        ReasonCode.training_expired,
+                        "training expired in "
+                        + ", ".join(f"{module} (on {on})" for module, on in expired),
+                        {**modules[0], "modules": modules},
+                    )
                 )
 
         if category is not None and actor is not None:
@@ -198,6 +233,7 @@ class CompiledPolicy:
                     Reason(
                         ReasonCode.enforcement_action_forbidden,
                         f"Guard roles may not perform {category} actions ({request.action})",
+                        {"action": request.action, "category": category},
                     )
                 )
             if not any(category in self.role_categories.get(r, ()) for r in roles):
@@ -205,6 +241,7 @@ class CompiledPolicy:
                     Reason(
                         ReasonCode.action_not_permitted_for_role,
                         f"no role of {actor.username} permits {category} actions",
+                        {"category": category, "roles": list(roles)},
                     )
                 )
         if category is not None and request.purpose in self.purposes:
@@ -213,6 +250,11 @@ class CompiledPolicy:
                     Reason(
                         ReasonCode.purpose_not_allowed,
                         f"{request.action} is not done for {request.purpose}",
+                        {
+                            "action": request.action,
+                            "purpose": request.purpose,
+                            "allowed": sorted(self.action_purposes[request.action]),
+                        },
                     )
                 )
         if request.break_glass:
@@ -222,6 +264,7 @@ class CompiledPolicy:
                         ReasonCode.justification_required,
                         f"break glass needs a justification of at least "
                         f"{self.min_justification_chars} characters",
+                        {"min_chars": self.min_justification_chars, "given": len(justification)},
                     )
                 )
             if actor is not None and not may_break_glass:
@@ -235,9 +278,11 @@ class CompiledPolicy:
             reasons.sort(key=lambda r: REASON_ORDER[r.code])
         return reasons, category
 
-    def _training_gaps(self, actor: ActorProfile, today: date) -> tuple[list[str], list[str]]:
+    def _training_gaps(
+        self, actor: ActorProfile, today: date
+    ) -> tuple[list[str], list[tuple[str, date]]]:
         missing: list[str] = []
-        expired: list[str] = []
+        expired: list[tuple[str, date]] = []
         for module in self.required_training:
             latest: TrainingRecord | None = None
             for record in actor.training.get(module, ()):
@@ -248,7 +293,7 @@ class CompiledPolicy:
             if latest is None:
                 missing.append(module)
             elif latest.expires_on < today:
-                expired.append(module)
+                expired.append((module, latest.expires_on))
         return missing, expired
 
     def is_after_hours(self, at: datetime) -> bool:
@@ -282,3 +327,57 @@ class CompiledPolicy:
         if len(flags) > 1:
             flags.sort(key=FLAG_ORDER.__getitem__)
         return Judgement(decision, tuple(reasons), category, tuple(flags))
+
+
+def actor_facts(actor: ActorProfile | None, today: date) -> dict[str, Any] | None:
+    """What the rules saw of `actor` on the local date `today`, as JSON values (recorded in
+    `details.facts.actor`): roles, assigned facilities, volunteer status, whether active,
+    and per training module the latest completion on or before `today` with its expiry.
+    None for an unknown actor. `profile_from_facts` turns it back into a profile that
+    every rule judges exactly as it judged the original on that date."""
+    if actor is None:
+        return None
+    training: dict[str, dict[str, str]] = {}
+    for module, records in actor.training.items():
+        latest: TrainingRecord | None = None
+        for record in records:
+            if record.completed_on <= today and (
+                latest is None or record.completed_on >= latest.completed_on
+            ):
+                latest = record
+        if latest is not None:
+            training[module] = {
+                "completed_on": latest.completed_on.isoformat(),
+                "expires_on": latest.expires_on.isoformat(),
+            }
+    return {
+        "roles": list(actor.roles),
+        "facilities": sorted(actor.facilities),
+        "volunteer": actor.volunteer,
+        "active": actor.active,
+        "training": training,
+    }
+
+
+def profile_from_facts(username: str, facts: Mapping[str, Any] | None) -> ActorProfile | None:
+    """The profile `actor_facts` recorded (None for an unknown actor)."""
+    if facts is None:
+        return None
+    training = {
+        module: (
+            TrainingRecord(
+                module,
+                date.fromisoformat(span["completed_on"]),
+                date.fromisoformat(span["expires_on"]),
+            ),
+        )
+        for module, span in facts.get("training", {}).items()
+    }
+    return ActorProfile(
+        username=username,
+        roles=tuple(facts.get("roles", ())),
+        facilities=frozenset(facts.get("facilities", ())),
+        volunteer=bool(facts.get("volunteer")),
+        active=bool(facts.get("active", True)),
+        training=training,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tomllib
 from datetime import date, time
@@ -74,7 +75,8 @@ def _iso(value: object) -> str:
 
 
 def load_policy(folder: Path) -> CompiledPolicy:
-    """Load, validate and compile the policy folder; raise PolicyLoadError on any problem."""
+    """Load, validate and compile the policy folder; raise PolicyLoadError on any problem
+    (each naming the file and the field)."""
     merged, origin = read_documents(folder)
 
     def where(loc: tuple[Any, ...]) -> str:
@@ -83,16 +85,45 @@ def load_policy(folder: Path) -> CompiledPolicy:
         field = ".".join(str(part) for part in loc) or "(root)"
         return f"{file}: {field}"
 
+    compiled, problems = check_content(merged)
+    if compiled is None:
+        raise PolicyLoadError([f"{where(loc)}: {message}" for loc, message in problems])
+    return compiled
+
+
+def canonical_content(merged: dict[str, Any]) -> dict[str, Any]:
+    """The merged policy as JSON values (dates and times as ISO text): what the log holds
+    and what `policy_version` digests; the same for a folder and for its JSON."""
+    parsed: dict[str, Any] = json.loads(canonical_json(merged, default=_iso))
+    return parsed
+
+
+def check_content(
+    merged: dict[str, Any],
+) -> tuple[CompiledPolicy | None, list[tuple[tuple[Any, ...], str]]]:
+    """Validate and compile merged policy content (from a folder, or JSON sent to the API):
+    the compiled policy, or None and every problem as (location, message)."""
     try:
-        document = PolicyDocument.model_validate(merged)
+        content = canonical_content(merged)
+    except (TypeError, ValueError) as exc:
+        return None, [((), str(exc))]
+    try:
+        document = PolicyDocument.model_validate(content)
     except ValidationError as exc:
-        raise PolicyLoadError(
-            [f"{where(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
-        ) from None
-    problems = [f"{where(loc)}: {message}" for loc, message in _cross_check(document)]
+        return None, [(tuple(e["loc"]), e["msg"]) for e in exc.errors()]
+    problems = _cross_check(document)
     if problems:
-        raise PolicyLoadError(problems)
-    return _compile(document, policy_version(merged))
+        return None, problems
+    return _compile(document, policy_version(content), content), []
+
+
+def compile_content(content: dict[str, Any]) -> CompiledPolicy:
+    """Compile content known to be valid (a version the log holds); raise PolicyLoadError
+    if it is not."""
+    compiled, problems = check_content(content)
+    if compiled is None:
+        raise PolicyLoadError([f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems])
+    return compiled
 
 
 def _cross_check(doc: PolicyDocument) -> list[tuple[tuple[Any, ...], str]]:
@@ -164,10 +195,11 @@ def _clock(value: str) -> time:
     return time(int(hours), int(minutes))
 
 
-def _compile(doc: PolicyDocument, version: str) -> CompiledPolicy:
+def _compile(doc: PolicyDocument, version: str, content: dict[str, Any]) -> CompiledPolicy:
     all_purposes = frozenset(doc.purposes)
     return CompiledPolicy(
         version=version,
+        content=content,
         name=doc.mission.name,
         timezone=ZoneInfo(doc.mission.timezone),
         window_start=doc.mission.window_start,

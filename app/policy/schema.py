@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import re
-from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.strict import Day
 
 NAME = r"^[a-z][a-z0-9_]*$"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict types: a policy sent as JSON is refused where it would be converted ("365"
+    # days, 1 for true), so that what is validated is what the version digests.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# A calendar date: a date (TOML) or a YYYY-MM-DD string (JSON, and the canonical content).
+PolicyDate = Annotated[Day, Field(strict=False)]
 
 
 class MissionSection(_Strict):
     name: str
     timezone: str
-    window_start: date
-    window_end: date
+    window_start: PolicyDate
+    window_end: PolicyDate
 
 
 class FacilitySection(_Strict):
     name: str
-    live_from: date
+    live_from: PolicyDate
 
 
 class BreakGlassSection(_Strict):

@@ -27,7 +27,7 @@ from app.policy.reasons import Flag
 from app.reports.repository import CREEP_COLUMNS, FLAGGED_FIELDS
 from app.strict import NAME_CHARS, PROSE_CHARS, check_day, check_instant
 
-Kind = Literal["decision", "report", "admin", "login", "export", "review"]
+Kind = Literal["decision", "report", "admin", "login", "export", "review", "policy"]
 Decision = Literal["allow", "deny"]
 GroupBy = Literal["facility", "role", "action", "category", "purpose", "decision", "day"]
 Disposition = Literal["justified", "violation", "follow_up"]

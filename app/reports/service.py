@@ -24,6 +24,7 @@ from app.ledger.models import Event
 from app.ledger.schemas import explain
 from app.ledger.service import Ledger, NewEvent
 from app.pagination import Cursors, int_key
+from app.policy.book import PolicyBook
 from app.policy.evaluator import CompiledPolicy
 from app.reports import repository
 from app.reports.repository import Criteria
@@ -131,10 +132,13 @@ def _query(query: Any) -> dict[str, Any]:
 class Reports:
     """Reading the log, the oversight reports and reviews."""
 
-    def __init__(
-        self, policy: CompiledPolicy, ledger: Ledger, clock: Clock, cursors: Cursors
-    ) -> None:
-        self.policy = policy
+    @property
+    def policy(self) -> CompiledPolicy:
+        """The version in force now (as of the book's last refresh)."""
+        return self.book.at(self.clock())
+
+    def __init__(self, book: PolicyBook, ledger: Ledger, clock: Clock, cursors: Cursors) -> None:
+        self.book = book
         self.ledger = ledger
         self.clock = clock
         self.cursors = cursors

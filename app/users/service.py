@@ -14,6 +14,7 @@ from app.clock import Clock
 from app.errors import Conflict, Invalid, NotFound
 from app.ledger.service import Ledger, NewEvent
 from app.pagination import Cursors, str_key
+from app.policy.book import PolicyBook
 from app.policy.evaluator import CompiledPolicy
 from app.users import repository
 from app.users.models import Client, Training, User
@@ -59,15 +60,20 @@ def check_facilities(policy: CompiledPolicy, facilities: list[str]) -> list[str]
 class Users:
     """Users, training records and clients; every change is an `admin` event naming who."""
 
+    @property
+    def policy(self) -> CompiledPolicy:
+        """The version in force now (as of the book's last refresh)."""
+        return self.book.at(self.clock())
+
     def __init__(
         self,
-        policy: CompiledPolicy,
+        book: PolicyBook,
         ledger: Ledger,
         hasher: SecretHasher,
         clock: Clock,
         cursors: Cursors,
     ) -> None:
-        self.policy = policy
+        self.book = book
         self.ledger = ledger
         self.hasher = hasher
         self.clock = clock
@@ -95,6 +101,7 @@ class Users:
         self, session: Session, by: Principal | None, body: UserCreate, source_ip: str | None = None
     ) -> User:
         """Create a user (`by` is None when the CLI bootstraps the first admin)."""
+        self.book.refresh(session)
         roles = check_roles(self.policy, body.roles)
         facilities = check_facilities(self.policy, body.facilities)
         if repository.user_by_username(session, body.username) is not None:
@@ -131,6 +138,7 @@ class Users:
         body: UserUpdate,
         source_ip: str | None = None,
     ) -> User:
+        self.book.refresh(session)
         user = self.get_user(session, username)
         changes: dict[str, Any] = {}
         # Whether every earlier token of the user must end (`User.credential_version`).
@@ -184,6 +192,7 @@ class Users:
         body: TrainingCreate,
         source_ip: str | None = None,
     ) -> Training:
+        self.book.refresh(session)
         user = self.get_user(session, username)
         policy = self.policy
         if body.module not in policy.training_validity_days:
