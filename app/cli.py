@@ -70,6 +70,30 @@ def _parser() -> argparse.ArgumentParser:
     cases = policy_sub.add_parser("test", help="run the decision cases in DIR/tests/")
     cases.add_argument("dir", nargs="?", type=Path)
     cases.set_defaults(run=_policy_test)
+    propose = policy_sub.add_parser(
+        "propose",
+        help="send a policy folder (and its decision cases) to a running service as a "
+        "proposal for oversight to approve",
+    )
+    propose.add_argument("dir", type=Path)
+    propose.add_argument("--authority", required=True, help="the order that authorises it")
+    propose.add_argument("--effective-from", metavar="RFC3339", help="default: at approval")
+    propose.add_argument("--url", default="http://127.0.0.1:8000", help="the service")
+    propose.add_argument(
+        "--username", help="an admin's username (the password is asked, or read from stdin)"
+    )
+    propose.add_argument("--password", help="the password, or - to read it from stdin")
+    propose.add_argument("--token", help="a bearer token instead (default $AUDIT_TOKEN)")
+    propose.set_defaults(run=_policy_propose)
+
+    replay = sub.add_parser(
+        "replay",
+        help="judge every logged decision and report again under the version it records "
+        "(exit 1 on any difference)",
+    )
+    replay.add_argument("--since", metavar="RFC3339", help="occurred at or after")
+    replay.add_argument("--until", metavar="RFC3339", help="occurred before")
+    replay.set_defaults(run=_replay)
 
     export = sub.add_parser("export", help="write the events CSV (recorded as an export event)")
     export.add_argument("--out", required=True, type=Path, help="the CSV file to write")
@@ -309,6 +333,138 @@ def _policy_test(args: argparse.Namespace) -> int:
         return 1
     print(table(results))
     return 0 if results and all(r.passed for r in results) else 1
+
+
+def _policy_propose(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from app.policy.cases import case_files
+    from app.policy.loader import PolicyLoadError, canonical_content, read_documents
+
+    try:
+        merged, _ = read_documents(args.dir)
+        files = case_files(args.dir)
+    except PolicyLoadError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    body: dict[str, Any] = {
+        "content": canonical_content(merged),
+        "authority": args.authority,
+        "cases": [{"name": name, **content} for name, content in files],
+    }
+    if args.effective_from:
+        body["effective_from"] = args.effective_from
+    base = args.url.rstrip("/")
+
+    def call(path: str, data: bytes, content_type: str, token: str | None = None) -> Any:
+        headers = {"Content-Type": content_type}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(base + path, data=data, headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    try:
+        token = args.token or os.environ.get("AUDIT_TOKEN")
+        if not token:
+            if not args.username:
+                print("error: give --token (or $AUDIT_TOKEN) or --username", file=sys.stderr)
+                return 2
+            password = _password(args.password)
+            form = urllib.parse.urlencode(
+                {"grant_type": "password", "username": args.username, "password": password}
+            )
+            token = call("/v1/auth/token", form.encode(), "application/x-www-form-urlencoded")[
+                "access_token"
+            ]
+        made = call("/v1/policies", json.dumps(body).encode(), "application/json", token)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        print(f"error: {exc.code} {exc.reason}: {detail}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"error: cannot reach {base}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"proposed {made['version']} ({made['status']}); an oversight officer approves it with "
+        f"POST /v1/policies/{made['version']}/approve"
+    )
+    return 0
+
+
+def _password(given: str | None) -> str:
+    if given == "-":
+        return sys.stdin.readline().rstrip("\n")
+    return given if given is not None else getpass.getpass("password: ")
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from tqdm import tqdm
+
+    from app.context import build_context
+
+    bounds: list[datetime | None] = []
+    for name in ("since", "until"):
+        text = getattr(args, name)
+        try:
+            moment = datetime.fromisoformat(text) if text else None
+        except ValueError:
+            moment = None
+        if text and (moment is None or moment.tzinfo is None):
+            print(f"error: --{name}: an RFC 3339 time with an offset", file=sys.stderr)
+            return 2
+        bounds.append(moment)
+    context = build_context(Settings())
+    problems = {"differs": 0, "unknown_version": 0, "without_facts": 0}
+    shown = 0
+    done = 0
+    try:
+        with (
+            context.database.reader() as session,
+            tqdm(unit=" events", desc="replay", leave=False) as bar,
+        ):
+            advance = _advance(bar)
+
+            def progress(count: int) -> None:
+                nonlocal done
+                done = count
+                advance(count)
+
+            for problem, row, outcome in context.policies.replay(
+                session, bounds[0], bounds[1], progress
+            ):
+                problems[problem] += 1
+                if problem != "without_facts" and shown < 20:
+                    shown += 1
+                    if outcome is None:
+                        tqdm.write(f"seq {row.seq}: judged by {row.policy_version}, "
+                                   "a version the log does not hold")  # fmt: skip
+                    else:
+                        tqdm.write(f"seq {row.seq}: logged {_outcome(outcome.was)}, "
+                                   f"judged again {_outcome(outcome.now)}")  # fmt: skip
+    finally:
+        context.dispose()
+    failed = problems["differs"] + problems["unknown_version"]
+    print(
+        f"{done:,} decisions and reports judged again: "
+        f"{done - failed - problems['without_facts']:,} reproduced, "
+        f"{problems['differs']:,} differ, {problems['unknown_version']:,} under a version "
+        f"the log does not hold, {problems['without_facts']:,} without recorded facts "
+        "(logged before facts were recorded: not judged)"
+    )
+    return 1 if failed else 0
+
+
+def _outcome(judged: tuple[str, tuple[str, ...], tuple[str, ...]]) -> str:
+    decision, reasons, flags = judged
+    text = decision + (f" [{', '.join(reasons)}]" if reasons else "")
+    return text + (f" flags: {', '.join(flags)}" if flags else "")
 
 
 EXPORT_FILTERS = (

@@ -26,7 +26,7 @@ class ReasonRead(BaseModel):
     data: dict[str, Any] | None = Field(
         None,
         description="the facts behind the reason, e.g. the expired module and its date",
-        examples=[{"module": "records_privacy", "expired_on": "2026-05-01"}],
+        examples=[{"module": "data_handling", "expired_on": "2026-05-01"}],
     )
 
     @model_serializer(mode="wrap")

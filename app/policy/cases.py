@@ -6,15 +6,17 @@ codes (in order) and flags. `access-audit policy test` and the test suite run th
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from app.canonical import canonical_json
 from app.policy.evaluator import AccessRequest, ActorProfile, CompiledPolicy, TrainingRecord
 from app.policy.loader import PolicyLoadError
 
@@ -98,6 +100,29 @@ def load_cases(folder: Path) -> list[tuple[str, DecisionCase]]:
     if problems:
         raise PolicyLoadError(problems)
     return cases
+
+
+def case_files(folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The case files of `folder/tests/` as JSON values (name, content), as the API takes
+    them with a proposal."""
+    files: list[tuple[str, dict[str, Any]]] = []
+    problems: list[str] = []
+    for path in sorted((folder / "tests").glob("*.toml")):
+        try:
+            content = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        files.append((path.name, json.loads(canonical_json(content, default=_iso))))
+    if problems:
+        raise PolicyLoadError(problems)
+    return files
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, date | time):
+        return value.isoformat()
+    raise TypeError(f"unsupported value in a case file: {value!r}")
 
 
 def parse_cases(
