@@ -24,7 +24,9 @@ from app.auth.principal import Principal
 from app.config import Settings
 from app.context import AppContext, build_context
 from app.ledger import repository as ledger_repository
+from app.policy.cases import case_files
 from app.policy.evaluator import CompiledPolicy
+from app.policy.schemas import CaseFileIn, PolicyProposal
 from app.reports.schemas import SummaryQuery
 from app.users.schemas import ClientCreate, TrainingCreate, UserCreate
 from app.vocabulary import Role
@@ -174,7 +176,59 @@ def _replay(
                             module=module, completed_on=completed_on))  # fmt: skip
             bar.update(_size(sub))
             bar.set_postfix_str(f"{sub.at:%Y-%m-%d}", refresh=False)
+    _amend(context, clock, caller)
     return {"client_id": client_id, "client_secret": secret}
+
+
+# The demo's one amendment: clearly labelled, through the real two-person path.
+AMENDMENT_AUTHORITY = (
+    "DEMO DATA, not a real order: the Governor's Executive Order 26-14 (fictional) extends "
+    "the mission through March 31, 2027"
+)
+AMENDED_WINDOW_END = "2027-03-31"
+PROPOSED_AT = datetime(2026, 10, 12, 15, 0, tzinfo=UTC)
+APPROVED_AT = datetime(2026, 10, 13, 16, 30, tzinfo=UTC)
+
+
+def amended_content(policy: CompiledPolicy) -> dict[str, Any]:
+    """The shipped policy with the mission window extended (the demo's amendment)."""
+    content = json.loads(json.dumps(dict(policy.content)))
+    content["mission"]["window_end"] = AMENDED_WINDOW_END
+    return content
+
+
+def _amend(context: AppContext, clock: DemoClock, caller: Principal) -> None:
+    """After the year: the administrator proposes the extension (with the folder's decision
+    cases, the end-of-mission case moved to the new end), oversight approves it the next
+    day, and the Guard's work goes on under it."""
+    admin = Principal("user", "admin", frozenset({Role.admin.value}))
+    officer = Principal("user", "dps.okafor", frozenset({Role.oversight.value}))
+    cases = []
+    for name, content in case_files(context.settings.policy_dir):
+        for case in content["case"]:
+            if case["name"] == "day after the mission ends":
+                case["at"] = "2027-04-01T09:00:00-05:00"
+        cases.append(CaseFileIn(name=name, defaults=content.get("defaults", {}),
+                                case=content["case"]))  # fmt: skip
+    proposal = PolicyProposal(
+        content=amended_content(context.policy), authority=AMENDMENT_AUTHORITY, cases=cases
+    )
+    clock.at = PROPOSED_AT
+    with context.database.transaction() as session:
+        made = context.policies.propose(session, admin, proposal, "10.20.0.5")
+    clock.at = APPROVED_AT
+    with context.database.transaction() as session:
+        context.policies.approve(session, officer, made.version, None, "10.20.0.7")
+    for hours, actor, facility in ((1, "sgt.miller", "greene"), (2, "cpl.brooks", "phelps"),
+                                   (20, "spc.nguyen", "greene")):  # fmt: skip
+        clock.at = APPROVED_AT + timedelta(hours=hours)
+        body = DecisionRequest.model_validate({
+            "actor": actor, "action": "update_case", "purpose": "case_update",
+            "record": {"type": "detainee_case", "id": f"{PREFIX[facility]}-2025-00{hours:03d}",
+                       "facility": facility},
+        })  # fmt: skip
+        with context.database.transaction() as session:
+            context.access.decide(session, [Ask(caller, body, "10.20.0.15")])
 
 
 def _people(context: AppContext) -> tuple[str, str]:

@@ -170,3 +170,55 @@ def test_four_workers_and_many_clients_leave_one_chain(server: Server) -> None:
     assert report.valid, report.problem
     assert report.checked == report.head_seq == total
     assert logins == CLIENTS * ROUNDS * 3
+
+
+@pytest.mark.slow
+def test_an_amendment_takes_effect_on_every_worker_without_a_restart(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`policy propose` sends a folder to the running service; once an oversight officer
+    approves it, every worker judges by it at its next request."""
+    from datetime import date, timedelta
+
+    from app.cli import main
+    from tests.conftest import decision, make_actor
+
+    context = server.context
+    with context.database.transaction() as session:
+        make_actor(session, context, "sgt.miller", ["guard_clerk"], ["greene"],
+                   trained_on=(date.today() - timedelta(days=2)).isoformat())  # fmt: skip
+    folder = tmp_path / "amended"
+    (folder / "tests").mkdir(parents=True)
+    for path in [*(ROOT / "policies").glob("*.toml"), *(ROOT / "policies" / "tests").glob("*")]:
+        text = path.read_text().replace("window_end = 2026-09-30", "window_end = 2099-12-31")
+        # The end-of-mission case moves to the new end (its actor's training with it).
+        text = text.replace("at = 2026-10-01T09:00:00-05:00", "at = 2100-01-01T09:00:00-06:00")
+        text = text.replace("= 2026-06-01, ", "= 2099-12-01, ").replace(
+            "= 2026-06-01 }", "= 2099-12-01 }"
+        )
+        (folder / path.relative_to(ROOT / "policies")).write_text(text)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        app = _token(http, grant_type="client_credentials", client_id=server.client_id,
+                     client_secret=server.client_secret)  # fmt: skip
+
+        def decide(_: int) -> dict[str, object]:
+            with httpx.Client(base_url=server.url, timeout=30) as own:  # its own connection
+                response = own.post("/v1/decisions", json=decision(), headers=app)
+                assert response.status_code == 200, response.text
+                body: dict[str, object] = response.json()
+                return body
+
+        with ThreadPoolExecutor(8) as pool:
+            before = list(pool.map(decide, range(24)))
+        assert {b["decision"] for b in before} == {"deny"}  # the shipped window has ended
+        propose = ["policy", "propose", str(folder), "--authority", "Order 99 (a test)",
+                   "--url", server.url, "--username", "admin.0",
+                   "--password", PASSWORD]  # fmt: skip
+        assert main(propose) == 0
+        version = capsys.readouterr().out.split()[1]
+        officer = _token(http, grant_type="password", username="officer.0", password=PASSWORD)
+        approved = http.post(f"/v1/policies/{version}/approve", headers=officer)
+        assert approved.status_code == 200, approved.text
+        with ThreadPoolExecutor(8) as pool:
+            after = list(pool.map(decide, range(40)))
+    assert {(a["decision"], a["policy_version"]) for a in after} == {("allow", version)}, after[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -12,6 +13,7 @@ from app import demo
 from app.context import build_context
 from app.ledger.canonical import GENESIS_HASH, canonical_bytes, chain_hash
 from app.ledger.models import Event
+from app.policy.schemas import ImpactQuery
 from app.users.models import User
 from tests.conftest import make_settings
 
@@ -52,6 +54,23 @@ def test_demo_loads_a_year_of_the_mission(new_database: Callable[[], str], tmp_p
         row = {c: getattr(event, c) for c in Event.__table__.columns.keys()}
         assert event.hash == chain_hash(prev, canonical_bytes(row))
         prev = event.hash
+    # The year was judged by the shipped policy; then one amendment, through the real path.
+    with context.database.reader() as session:
+        assert list(context.policies.replay(session)) == []  # every decision reproduces
+        history = context.policies.list(session)
+        assert [(p.status, p.proposed_by, p.approved_by) for p in history] == [
+            ("active", "admin", "dps.okafor"), ("superseded", None, None),
+        ]  # fmt: skip
+        assert history[0].authority.startswith("DEMO DATA")
+        # The lingering accesses after the window closed are what the extension flips.
+        impact = context.policies.impact(session, history[0].version, ImpactQuery(
+            since=datetime(2026, 10, 1, 5, tzinfo=UTC), until=demo.PROPOSED_AT))  # fmt: skip
+        assert impact.deny_to_allow == 3
+        assert impact.allow_to_deny == 0
+        assert [r.code for r in impact.by_reason] == ["outside_mission_window"]
+    after = [e for e in access if e.occurred_at > demo.APPROVED_AT]
+    assert [e.decision for e in after] == ["allow"] * 3
+    assert {e.policy_version for e in after} == {history[0].version}
     facts = demo.summary(context)
     assert facts["demo"]
     assert facts["client"]["client_id"].startswith("cli_")
