@@ -192,7 +192,7 @@ APPROVED_AT = datetime(2026, 10, 13, 16, 30, tzinfo=UTC)
 
 def amended_content(policy: CompiledPolicy) -> dict[str, Any]:
     """The shipped policy with the mission window extended (the demo's amendment)."""
-    content = json.loads(json.dumps(dict(policy.content)))
+    content: dict[str, Any] = json.loads(json.dumps(dict(policy.content)))
     content["mission"]["window_end"] = AMENDED_WINDOW_END
     return content
 
