@@ -66,6 +66,10 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN: ours are served from the
+        # installed package (`openapi.install_docs`, below the routes of the API).
+        docs_url=None,
+        redoc_url=None,
     )
     if context is not None:
         attach(app, context)
@@ -89,6 +93,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(policy_router)
     app.include_router(dashboard_router)
     app.mount(STATIC_PATH, static_files, name="dashboard-static")
+    openapi.install_docs(app)
     return app
 
 

@@ -10,18 +10,34 @@ FastAPI's document is completed once, when first asked for, from the routes them
   FastAPI's validation error, never the route's success media type;
 - one OAuth2 security scheme with both flows the token endpoint grants, password and
   client credentials (the *Authorize* button of /docs offers both).
+
+The document is browsable at /docs (Swagger UI) and /redoc (ReDoc), and both work offline:
+their scripts and style sheets are the copies the `fastapi-offline` package ships, served
+from /docs/assets, never a CDN. The two pages carry a Content-Security-Policy that allows
+only the service itself, and the one inline script Swagger UI's page needs by its hash.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import inspect
+import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute, RouteContext
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -46,6 +62,28 @@ SECURITY_SCHEME = {
 }
 
 
+DOCS_URL = "/docs"
+REDOC_URL = "/redoc"
+OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
+DOCS_ASSETS_PATH = "/docs/assets"
+DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
+SWAGGER_JS, SWAGGER_CSS, REDOC_JS, FAVICON = (
+    "swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png"
+)  # fmt: skip
+# Swagger UI's own default would send the document's URL to a public validator for a badge.
+SWAGGER_UI_PARAMETERS: dict[str, Any] = {"validatorUrl": None}
+# Both pages: nothing from elsewhere; no framing, no <base>, no form posting away; scripts
+# from the service only (and, for Swagger UI, its one inline start-up script by hash).
+# Style attributes and <style> elements are allowed: both UIs set them as they render.
+# ReDoc runs its search index in a worker it makes from a blob.
+_DOCS_CSP = (
+    "default-src 'none'; script-src 'self'{script}; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'{worker}; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
 def install(app: FastAPI) -> None:
     """Complete the app's OpenAPI document, and answer 405 with the path's real methods."""
     generate = app.openapi
@@ -59,6 +97,61 @@ def install(app: FastAPI) -> None:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_exception_handler(405, method_not_allowed)
+
+
+def install_docs(app: FastAPI) -> None:
+    """/docs and /redoc from the assets the installed package ships (the app is built with
+    `docs_url=None, redoc_url=None`, so FastAPI's CDN pages are not there)."""
+    app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")
+    title = app.title
+
+    @app.get(DOCS_URL, include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        page = get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS_PATH}/{SWAGGER_JS}",
+            swagger_css_url=f"{root}{DOCS_ASSETS_PATH}/{SWAGGER_CSS}",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_PATH}/{FAVICON}",
+            oauth2_redirect_url=OAUTH2_REDIRECT_URL,
+            swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
+        )
+        return _with_headers(page, worker=False)
+
+    # Swagger UI's page for flows that redirect back (the password and client-credentials
+    # flows of this service do not; kept where FastAPI puts it).
+    @app.get(OAUTH2_REDIRECT_URL, include_in_schema=False)
+    def swagger_ui_redirect() -> HTMLResponse:
+        return _with_headers(get_swagger_ui_oauth2_redirect_html(), worker=False)
+
+    @app.get(REDOC_URL, include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        page = get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS_PATH}/{REDOC_JS}",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS_PATH}/{FAVICON}",
+            with_google_fonts=False,
+        )
+        return _with_headers(page, worker=True)
+
+
+def _with_headers(page: HTMLResponse, *, worker: bool) -> HTMLResponse:
+    """The page with its security headers: each inline script allowed by its SHA-256."""
+    html = bytes(page.body).decode("utf-8")
+    hashes = "".join(
+        " 'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+        for body in _INLINE_SCRIPT.findall(html)
+    )
+    csp = _DOCS_CSP.format(script=hashes, worker="; worker-src blob:" if worker else "")
+    return HTMLResponse(html, headers={
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    })  # fmt: skip
 
 
 async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
