@@ -135,7 +135,8 @@ def _fields(schema: Any, components: dict[str, Any], seen: set[str]) -> set[str]
 
 def _keys(body: Any) -> set[str]:
     if isinstance(body, dict):
-        return set(body) | {k for value in body.values() for k in _keys(value)}
+        # A reason's `data` is free-form (its keys depend on the reason).
+        return set(body) | {k for key, value in body.items() if key != "data" for k in _keys(value)}
     if isinstance(body, list):
         return {k for value in body for k in _keys(value)}
     return set()

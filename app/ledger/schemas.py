@@ -6,14 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializerFunctionWrapHandler,
-    field_serializer,
-    model_serializer,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from app.ledger.canonical import format_timestamp
 
@@ -27,15 +20,9 @@ class ReasonRead(BaseModel):
         None,
         description="the facts behind the reason, e.g. the expired module and its date",
         examples=[{"module": "data_handling", "expired_on": "2026-05-01"}],
+        # Left out when a reason has none (e.g. one logged before reasons carried it).
+        exclude_if=lambda value: value is None,
     )
-
-    @model_serializer(mode="wrap")
-    def _without_empty_data(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # `data` is left out when a reason has none (e.g. one logged before reasons had it).
-        out: dict[str, Any] = handler(self)
-        if out.get("data") is None:
-            out.pop("data", None)
-        return out
 
 
 def explain(codes: Sequence[str], details: Mapping[str, Any]) -> list[ReasonRead]:
