@@ -428,3 +428,61 @@ def test_flags_report_matches_the_raw_events(
     ]
     assert [item["seq"] for item in body["items"]] == flagged
     assert (body["open"], body["reviewed"]) == (len(flagged), 0)
+
+
+def test_follow_up_is_its_own_queue_state(
+    client: TestClient, officer: dict[str, str], session: Session, context: AppContext
+) -> None:
+    t = at("2025-10-21T03:00:00+00:00")
+    first, second, third = (
+        record_access(session, context, occurred_at=t, flags=["after_hours"]) for _ in range(3)
+    )
+    _review(client, officer, first, "follow_up", "ask the site lead")
+    _review(client, officer, second, "follow_up", None)
+    _review(client, officer, second, "justified", "site lead confirmed the shift")
+
+    body = client.get("/v1/reports/flags?status=follow_up", headers=officer).json()
+    assert [item["seq"] for item in body["items"]] == [first]
+    assert body["items"][0]["latest_review"]["disposition"] == "follow_up"
+    assert (body["open"], body["reviewed"], body["follow_up"]) == (1, 2, 1)
+    open_only = client.get("/v1/reports/flags?status=open", headers=officer).json()
+    assert [item["seq"] for item in open_only["items"]] == [third]
+
+
+def test_events_filter_by_reason(
+    client: TestClient, officer: dict[str, str], session: Session, context: AppContext
+) -> None:
+    t = at("2025-10-21T15:00:00+00:00")
+    arrest = record_access(session, context, occurred_at=t, action="arrest", decision="deny",
+                           reasons=["enforcement_action_forbidden",
+                                    "action_not_permitted_for_role"])  # fmt: skip
+    untrained = record_access(session, context, occurred_at=t, decision="deny",
+                              reasons=["training_missing"])  # fmt: skip
+    record_access(session, context, occurred_at=t)
+
+    def seqs(path: str) -> list[int]:
+        response = client.get(path, headers=officer)
+        assert response.status_code == 200, response.text
+        return [item["seq"] for item in response.json()["items"]]
+
+    assert seqs("/v1/events?reason=enforcement_action_forbidden") == [arrest]
+    assert seqs("/v1/events?reason=training_missing&decision=deny") == [untrained]
+    assert seqs("/v1/events?reason=facility_not_assigned") == []
+    denials = client.get("/v1/reports/denials?reason=training_missing", headers=officer).json()
+    assert [(r["reason"], r["count"]) for r in denials["by_reason"]] == [("training_missing", 1)]
+    bad = client.get("/v1/events?reason=no_such_reason", headers=officer)
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["query", "reason"]
+
+
+def test_kind_access_selects_both_access_kinds(
+    client: TestClient, officer: dict[str, str], session: Session, context: AppContext
+) -> None:
+    t = at("2025-10-21T15:00:00+00:00")
+    decided = record_access(session, context, occurred_at=t)
+    reported = record_access(session, context, occurred_at=t, kind="report")
+    record_access(session, context, occurred_at=t, kind="admin")
+    body = client.get("/v1/events?kind=access&since=2025-10-21", headers=officer).json()
+    assert [item["seq"] for item in body["items"]] == [decided, reported]
+    summary = client.get("/v1/reports/summary?since=2025-10-21", headers=officer).json()
+    assert sum(group["count"] for group in summary["groups"]) == 2

@@ -68,6 +68,7 @@ class Criteria:
     purpose: str | None = None
     kinds: tuple[str, ...] = ()
     flag: str | None = None
+    reason: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -110,6 +111,8 @@ def _where(
         conditions.append(kind.in_(criteria.kinds))
     if criteria.flag is not None:
         conditions.append(_contains(E.flags, [criteria.flag], sqlite))
+    if criteria.reason is not None:
+        conditions.append(_contains(E.reasons, [criteria.reason], sqlite))
     if criteria.since is not None:
         conditions.append(E.occurred_at >= criteria.since)
     if criteria.until is not None:
@@ -342,7 +345,8 @@ def flagged(
     counts over every flagged event matching `criteria`.
 
     Rows carry `part`: `item` rows are events (and `reviews`, `review_*` of the latest
-    review), the one `counts` row has `open` and `reviewed`.
+    review), the one `counts` row has `open`, `reviewed` and `follow_up` (reviewed, the
+    latest review asking for follow-up).
     """
     sqlite = is_sqlite(session)
     latest = (
@@ -366,11 +370,14 @@ def flagged(
         review.c.recorded_at.label("reviewed_at"),
         review.c.details.label("review_details"),
     ]
+    follow_up = review.c.details["disposition"].as_string() == "follow_up"
     page_conditions = list(matching)
     if status == "open":
         page_conditions.append(latest.c.review_seq.is_(None))
     elif status == "reviewed":
         page_conditions.append(latest.c.review_seq.is_not(None))
+    elif status == "follow_up":
+        page_conditions.append(follow_up)
     page = _keyset(
         select(*item_columns)
         .select_from(
@@ -387,6 +394,7 @@ def flagged(
         literal("item").label("part"),
         null().label("open"),
         null().label("reviewed"),
+        null().label("follow_up"),
         *page.c,
     )
     counts = (
@@ -394,9 +402,14 @@ def flagged(
             literal("counts"),
             func.sum(case((latest.c.review_seq.is_(None), 1), else_=0)),
             func.sum(case((latest.c.review_seq.is_not(None), 1), else_=0)),
+            func.sum(case((follow_up, 1), else_=0)),
             *(null() for _ in item_columns),
         )
-        .select_from(EVENTS.outerjoin(latest, latest.c.reviewed_seq == E.seq))
+        .select_from(
+            EVENTS.outerjoin(latest, latest.c.reviewed_seq == E.seq).outerjoin(
+                review, review.c.seq == latest.c.review_seq
+            )
+        )
         .where(*matching)
     )
     return list(session.execute(union_all(items, counts)))

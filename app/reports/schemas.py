@@ -23,7 +23,7 @@ from sqlalchemy import ColumnElement
 from app.db import UTCDateTime
 from app.ledger.models import EVENT_FIELDS, LIST, Event
 from app.ledger.schemas import ReasonRead
-from app.policy.reasons import Flag
+from app.policy.reasons import Flag, ReasonCode
 from app.reports.repository import CREEP_COLUMNS, FLAGGED_FIELDS
 from app.strict import NAME_CHARS, PROSE_CHARS, check_day, check_instant
 
@@ -31,7 +31,7 @@ Kind = Literal["decision", "report", "admin", "login", "export", "review", "poli
 Decision = Literal["allow", "deny"]
 GroupBy = Literal["facility", "role", "action", "category", "purpose", "decision", "day"]
 Disposition = Literal["justified", "violation", "follow_up"]
-ReviewStatus = Literal["open", "reviewed"]
+ReviewStatus = Literal["open", "reviewed", "follow_up"]
 
 ACCESS_KINDS: tuple[Kind, ...] = ("decision", "report")
 
@@ -95,8 +95,13 @@ class EventFilters(_Query):
     record_id: Term | None = Field(None, description="e.g. `GRN-2025-00042`")
     decision: Decision | None = Field(None, description="`allow` or `deny`")
     purpose: Term | None = Field(None, description="e.g. `intake_processing`")
-    kind: Kind | None = Field(None, description="event kind")
+    kind: Kind | Literal["access"] | None = Field(
+        None, description="event kind; `access` means both access kinds, `decision` and `report`"
+    )
     flag: Flag | None = Field(None, description="events carrying this flag")
+    reason: ReasonCode | None = Field(
+        None, description="events that give this reason, e.g. `action_forbidden_for_guard`"
+    )
     since: Moment | None = Field(
         None, description="occurred at or after; a date means that facility-local day's start"
     )
@@ -142,7 +147,11 @@ class DenialsQuery(EventFilters):
 class FlagsQuery(_Page, EventFilters):
     """`GET /v1/reports/flags`: flagged access events, by review state, a page at a time."""
 
-    status: ReviewStatus | None = Field(None, description="`open` (never reviewed) or `reviewed`")
+    status: ReviewStatus | None = Field(
+        None,
+        description="`open` (never reviewed), `reviewed` (at least once), or `follow_up` "
+        "(its latest review asks for follow-up: still to act on)",
+    )
     newest_first: bool = Field(False, description="order by seq descending")
 
 
@@ -305,6 +314,9 @@ FlaggedEvent = event_schema(
 class FlagsReport(BaseModel):
     open: int = Field(description="flagged events matching the filters never reviewed")
     reviewed: int = Field(description="flagged events matching the filters reviewed at least once")
+    follow_up: int = Field(
+        0, description="of the reviewed, those whose latest review is `follow_up`"
+    )
     items: list[FlaggedEvent]  # type: ignore[valid-type]
     next_cursor: str | None
 

@@ -103,11 +103,18 @@ def criteria(
         record_id=filters.record_id,
         decision=filters.decision,
         purpose=filters.purpose,
-        kinds=(filters.kind,) if filters.kind else tuple(default_kinds),
+        kinds=_kinds(filters.kind, default_kinds),
         flag=filters.flag.value if filters.flag else None,
+        reason=filters.reason.value if filters.reason else None,
         since=since,
         until=until,
     )
+
+
+def _kinds(kind: str | None, default_kinds: Sequence[str]) -> tuple[str, ...]:
+    if kind == "access":
+        return ACCESS_KINDS
+    return (kind,) if kind else tuple(default_kinds)
 
 
 def event_read(event: Event) -> BaseModel:
@@ -276,6 +283,7 @@ class Reports:
         return FlagsReport(
             open=counts.open or 0,
             reviewed=counts.reviewed or 0,
+            follow_up=counts.follow_up or 0,
             items=[_flagged_event(row) for row in page],
             next_cursor=next_cursor,
         )
