@@ -28,6 +28,8 @@ from app.reports.repository import CREEP_COLUMNS, FLAGGED_FIELDS
 from app.strict import NAME_CHARS, PROSE_CHARS, check_day, check_instant
 
 Kind = Literal["decision", "report", "admin", "login", "export", "review", "policy"]
+# A filter's kind: one kind, or `access` for both access kinds (`decision` and `report`).
+KindFilter = Literal[Kind, "access"]
 Decision = Literal["allow", "deny"]
 GroupBy = Literal["facility", "role", "action", "category", "purpose", "decision", "day"]
 Disposition = Literal["justified", "violation", "follow_up"]
@@ -95,7 +97,7 @@ class EventFilters(_Query):
     record_id: Term | None = Field(None, description="e.g. `GRN-2025-00042`")
     decision: Decision | None = Field(None, description="`allow` or `deny`")
     purpose: Term | None = Field(None, description="e.g. `intake_processing`")
-    kind: Kind | Literal["access"] | None = Field(
+    kind: KindFilter | None = Field(
         None, description="event kind; `access` means both access kinds, `decision` and `report`"
     )
     flag: Flag | None = Field(None, description="events carrying this flag")
