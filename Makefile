@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint install install-test bench clean
+.PHONY: run test test-browser lint install install-test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ run: install
 ## test: install with the test extra and run the suite (AUDIT_TEST_DATABASE_URL picks PostgreSQL)
 test: install-test
 	$(BIN)/pytest -q
+
+## test-browser: the dashboard in Debian's Chromium (/usr/bin/chromium) through Playwright,
+## against a real server with the demo; screenshots and axe results in bench/results/screens/
+test-browser: install-test
+	rm -rf bench/results/screens && mkdir -p bench/results/screens
+	AUDIT_BROWSER_TESTS=1 $(BIN)/pytest -q tests/browser
 
 ## lint: ruff, mypy strict, the import layers (import-linter), and Alembic's check that
 ## models and migrations agree
