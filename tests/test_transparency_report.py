@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import random
@@ -16,7 +17,9 @@ from sqlalchemy.orm import Session
 from app.context import AppContext
 from app.ledger.note import Verifier, open_note
 from app.ledger.signing import manifest_message, verify_signature
-from app.reports.publication import COLUMNS, csv_body, table_relations
+from app.policy.book import Activation, PolicyBook
+from app.policy.evaluator import CompiledPolicy
+from app.reports.publication import COLUMNS, csv_body, table_relations, versions_in_force
 from app.reports.suppression import derivable, primary, suppress
 from tests.conftest import MovableClock, at, record_access
 
@@ -290,3 +293,27 @@ def test_random_tables_of_the_reports_shape_pass_the_checker(seed: int) -> None:
     outcome = suppress(values, relations, order=list(values))
     assert outcome.suppressed >= primary(values)
     assert derivable(relations, outcome.suppressed) == []
+
+
+def test_the_versions_in_force_are_those_that_judged_some_instant_of_the_month(
+    policy: CompiledPolicy,
+) -> None:
+    book = PolicyBook(policy)
+    assert versions_in_force(book, at("2025-11-01T05:00:00Z"), at("2025-12-01T06:00:00Z")) == [
+        policy
+    ]
+    v2, v3 = (dataclasses.replace(policy, version=name) for name in ("v2", "v3"))
+
+    def activation(seq: int, compiled: CompiledPolicy, effective_from: str) -> Activation:
+        moment = at(effective_from)
+        return Activation(seq, compiled.version, moment, moment, "test", None, None, compiled)
+
+    book._timeline = (  # what a refresh reads from the log's policy events
+        activation(1, policy, "2025-09-01T00:00:00Z"),
+        activation(5, v2, "2025-11-15T06:00:00Z"),
+        activation(6, v3, "2025-11-15T06:00:00Z"),  # same instant, later: v2 never judged
+    )
+    november = versions_in_force(book, at("2025-11-01T05:00:00Z"), at("2025-12-01T06:00:00Z"))
+    assert [p.version for p in november] == [policy.version, "v3"]
+    december = versions_in_force(book, at("2025-12-01T06:00:00Z"), at("2026-01-01T06:00:00Z"))
+    assert [p.version for p in december] == ["v3"]
