@@ -33,6 +33,7 @@ from app.policy.evaluator import CompiledPolicy
 from app.policy.loader import load_policy
 from app.policy.service import Policies, PolicyMismatch
 from app.reports.exports import Exports
+from app.reports.publication import TransparencyReports
 from app.reports.service import Reports
 from app.users.service import Users
 
@@ -56,6 +57,7 @@ class AppContext:
     decisions: DecisionQueue
     reports: Reports
     exports: Exports
+    publication: TransparencyReports
 
     def start(self) -> None:
         """The start-up step that needs the database (`ledger_service.start`), the policy
@@ -147,6 +149,7 @@ def build_context(
     access = Access(book, ledger, clock)
     transparency = TransparencyLog(keys.signer, settings.log_origin, signing_clock, trusted)
     reports = Reports(book, ledger, clock, cursors)
+    exports = Exports(database, ledger, reports, clock, transparency)
     policies = Policies(
         book, ledger, clock, cursors,
         folder=settings.policy_dir, initial_authority=settings.policy_authority,
@@ -180,7 +183,8 @@ def build_context(
         access=access,
         decisions=DecisionQueue(database, access),
         reports=reports,
-        exports=Exports(database, ledger, reports, clock, transparency),
+        exports=exports,
+        publication=TransparencyReports(book, reports, exports, ledger),
     )
 
 

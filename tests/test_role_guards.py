@@ -41,6 +41,7 @@ GUARDED: list[tuple[str, str, set[str]]] = [
     ("GET", "/v1/reports/summary", READERS),
     ("GET", "/v1/reports/denials", READERS),
     ("GET", "/v1/reports/flags", READERS),
+    ("GET", "/v1/reports/transparency", {"oversight"}),
     ("POST", "/v1/events/{seq}/reviews", {"oversight"}),
     ("GET", "/v1/events/{seq}/reviews", READERS),
     ("GET", "/v1/exports/events.csv", {"auditor"}),

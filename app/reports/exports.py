@@ -332,7 +332,7 @@ class Exports:
                 key_id=head["key_id"],
                 signature=head["signature"],
             )
-        tree = self._tree_checkpoint(session, last_seq) if last_seq is not None else None
+        tree = self.covering_tree(session, last_seq) if last_seq is not None else None
         signer = self.ledger.signer
         body: dict[str, Any] = {
             "export_id": export_id,
@@ -350,15 +350,19 @@ class Exports:
         }
         return Manifest(**body, signature=signer.sign(manifest_message(body)))
 
-    def _tree_checkpoint(self, session: Session, last_seq: int) -> TreeCheckpoint:
+    def covering_tree(self, session: Session, last_seq: int) -> TreeCheckpoint:
         """The earliest tree checkpoint that holds `last_seq`, signed now if none does yet
         (the next one is at most AUDIT_CHECKPOINT_SECONDS away, but an auditor asking
         for the manifest need not wait for it)."""
         found = transparency.covering_checkpoint(session, last_seq)
         if found is None:
             with self.database.transaction() as writer:
-                self.log.publish(writer)
+                published = self.log.publish(writer)
             found = transparency.covering_checkpoint(session, last_seq)
+            if found is None and published is not None and published.size >= last_seq:
+                # Signed just now, after `session`'s snapshot began (SQLite keeps one per
+                # read transaction): the row as it was stored.
+                found = published
         if found is None:  # the export's rows are not all in a tree the service will sign
             raise Conflict("no checkpoint can be signed over the export's rows: run verify")
         return found
@@ -378,7 +382,7 @@ class Exports:
         seqs = repository.export_seqs(session, criteria, last_seq)
         if len(seqs) != details["rows"]:
             raise Conflict(f"export {export_id}'s rows are not in the log as they were exported")
-        tree = self._tree_checkpoint(session, last_seq)
+        tree = self.covering_tree(session, last_seq)
         proof = transparency.rows_proof(session, seqs, tree)
         return ExportProofs(export_id=export_id, **dataclasses.asdict(proof))
 

@@ -423,6 +423,21 @@ def export_event(session: Session, export_id: str) -> Event | None:
     return session.scalars(query.order_by(Event.seq).limit(1)).first()
 
 
+def seq_bounds(session: Session, criteria: Criteria) -> tuple[int | None, int | None]:
+    """The lowest and highest seq of the events matching `criteria` (None, None: none)."""
+    sqlite = is_sqlite(session)
+    row = session.execute(
+        select(func.min(E.seq), func.max(E.seq)).where(*_where(criteria, sqlite))
+    ).one()
+    return row[0], row[1]
+
+
+def head_seq(session: Session) -> int | None:
+    """The highest seq in the log (None when it is empty)."""
+    head: int | None = session.scalar(select(func.max(E.seq)))
+    return head
+
+
 def checkpoint_covering(session: Session, seq: int | None) -> Checkpoint | None:
     """The earliest checkpoint at or after `seq` (the latest one when `seq` is None)."""
     if seq is None:

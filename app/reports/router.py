@@ -41,6 +41,8 @@ from app.reports.schemas import (
     ReviewRead,
     SummaryQuery,
     SummaryReport,
+    TransparencyQuery,
+    TransparencyReport,
 )
 from app.strict import MAX_SEQ, NameText
 
@@ -114,6 +116,53 @@ def flags(
 ) -> FlagsReport:
     """Flagged access events with their review state and latest disposition."""
     return context.reports.flags_report(session, query)
+
+
+@router.get(
+    "/reports/transparency",
+    response_model=TransparencyReport,
+    responses={
+        200: {
+            "content": {"text/csv": {}},
+            "description": "The signed report (JSON), or its table with `format=csv`",
+        },
+        422: {"model": Problem, "description": "`month` malformed or not begun yet"},
+    },
+    summary="The month's public transparency report (signed, suppressed)",
+    tags=["reports"],
+)
+def transparency_report(
+    query: Annotated[TransparencyQuery, Query()],
+    session: ReadSessionDep,
+    context: ContextDep,
+    _: OversightDep,
+) -> Response | TransparencyReport:
+    """What the state publishes under its open-records law (contract 16): for each facility
+    of the policy, the mission's access events in the month (facility-local, in the
+    policy's time zone): accesses, allowed, denied, denials by reason, break-glass uses,
+    Guard sworn/enforcement attempts, flags reviewed and open; a row `elsewhere` for events
+    naming no facility of the policy, and the total row `all`.
+
+    Every count from 1 to 10 is suppressed (null), and as many more as needed that none
+    can be derived from the others and the totals. The report is signed like an export
+    manifest (Ed25519 over the canonical JSON without `signature`, key
+    `GET /v1/integrity/public-key`) and carries the C2SP checkpoint of a tree that holds
+    every event counted. `format=csv` returns the same table (a suppressed cell reads
+    `suppressed`) with `X-Report-SHA256` (equal to the signed `csv_sha256`) and a `Link`
+    to the JSON."""
+    published = context.publication.month(session, query)
+    if query.format == "json":
+        return published.report
+    return Response(
+        published.csv,
+        media_type=CSV_MEDIA_TYPE,
+        headers={
+            "X-Report-SHA256": published.report.csv_sha256,
+            "Link": f'</v1/reports/transparency?month={query.month}>; rel="describedby"; '
+            'type="application/json"',
+            "Content-Disposition": f'attachment; filename="transparency-{query.month}.csv"',
+        },
+    )
 
 
 @router.post(

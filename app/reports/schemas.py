@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
@@ -365,3 +366,140 @@ class ExportProofs(BaseModel):
         description="`{start, end, hash}`: MTH of leaves [start, end), base64",
         examples=[[{"start": 0, "end": 4, "hash": "fO3ZTdbr2ZbJyU8WJ3vHRcJBYmt9j5qAY3zUs3k7u8U="}]],
     )
+
+
+def parse_month(value: object) -> str:
+    """A calendar month `YYYY-MM` in the years 1970-9999."""
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}", value):
+        raise ValueError("expected a month as YYYY-MM, e.g. 2025-11")
+    year, month = int(value[:4]), int(value[5:])
+    if not 1 <= month <= 12:
+        raise ValueError("the month must be 01 to 12")
+    if not 1970 <= year <= 9999:
+        raise ValueError("the year must be 1970 to 9999")
+    return value
+
+
+Month = Annotated[
+    str,
+    PlainValidator(parse_month),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\d{4}-\d{2}$",
+            "description": "a calendar month in the mission's time zone",
+            "examples": ["2025-11"],
+        }
+    ),
+]
+
+
+class TransparencyQuery(_Query):
+    """`GET /v1/reports/transparency`: one month, as JSON (signed) or CSV."""
+
+    month: Month = Field(
+        description="YYYY-MM: the month in the mission's time zone (not in the future)"
+    )
+    format: Literal["json", "csv"] = Field(
+        "json", description="`json` (the signed report) or `csv` (its table)"
+    )
+
+
+TransparencyScope = Literal["facility", "elsewhere", "all"]
+
+
+class TransparencyRow(BaseModel):
+    scope: TransparencyScope = Field(
+        description="`facility` (one of the policy's), `elsewhere` (access events naming "
+        "no facility of the policy: made-up or missing names, counted but not named), "
+        "`all` (every facility: the total row)"
+    )
+    facility: str | None = Field(description="the facility's key (`facility` rows only)")
+    name: str = Field(description="the facility's name as the policy gives it")
+    cells: dict[str, int | None] = Field(
+        description="the counts, in the order of `columns`; null: suppressed"
+    )
+
+
+class SuppressionNote(BaseModel):
+    rule: str
+    low: int = Field(description="the smallest count suppressed as such")
+    high: int = Field(description="the largest count suppressed as such")
+    relations: list[str] = Field(description="the additive relations the table satisfies")
+    suppressed_cells: int = Field(description="how many cells are null")
+
+
+TRANSPARENCY_EXAMPLE: dict[str, Any] = {
+    "report": "transparency",
+    "month": "2025-11",
+    "time_zone": "America/Chicago",
+    "since": "2025-11-01T05:00:00.000000Z",
+    "until": "2025-12-01T06:00:00.000000Z",
+    "complete": True,
+    "policy_versions": ["sha256:6f1c…"],
+    "generated_at": "2025-12-02T15:04:05.123456Z",
+    "columns": ["accesses", "allowed", "denied", "denied_unknown_actor", "…", "flags_open"],
+    "rows": [
+        {
+            "scope": "facility",
+            "facility": "greene",
+            "name": "Greene County Jail",
+            "cells": {"accesses": 1843, "allowed": 1790, "denied": 53, "flags_open": None},
+        },
+        {
+            "scope": "all",
+            "facility": None,
+            "name": "All facilities",
+            "cells": {"accesses": 4410, "allowed": 4301, "denied": 109, "flags_open": 14},
+        },
+    ],
+    "suppression": {
+        "rule": "counts from 1 to 10 are suppressed (null); further cells are suppressed "
+        "so that none can be derived from the others and the totals",
+        "low": 1,
+        "high": 10,
+        "relations": ["each column: the facility rows and `elsewhere` sum to `all`"],
+        "suppressed_cells": 31,
+    },
+    "first_seq": 10233,
+    "last_seq": 14807,
+    "as_of_seq": 15112,
+    "tree_size": 15112,
+    "checkpoint": "access-audit.invalid/…\n15112\n…=\n\n— access-audit.invalid/… …=\n",
+    "csv_sha256": "9c1b…",
+    "key_id": "3f2a9c0d1e4b5a67",
+    "signature": "base64…",
+}
+
+
+class TransparencyReport(BaseModel):
+    """The month's public report (contract 16), signed: `signature` is Ed25519, by the key
+    `key_id`, over the canonical JSON of every other field (as export manifests are)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [TRANSPARENCY_EXAMPLE]})
+
+    report: Literal["transparency"]
+    month: str
+    time_zone: str = Field(description="the zone the month is reckoned in (the mission's)")
+    since: str = Field(description="the month's start (UTC), inclusive")
+    until: str = Field(description="the month's end (UTC), exclusive")
+    complete: bool = Field(description="false while the month is still running")
+    policy_versions: list[str] = Field(description="every policy version in force that month")
+    generated_at: str
+    columns: list[str] = Field(description="the cells of every row, in order")
+    rows: list[TransparencyRow]
+    suppression: SuppressionNote
+    first_seq: int | None = Field(description="the lowest seq among the month's access events")
+    last_seq: int | None = Field(description="the highest seq among the month's access events")
+    as_of_seq: int | None = Field(
+        description="the log's head when the counts were read: every event counted, "
+        "reviews included, is at or below it"
+    )
+    tree_size: int | None = Field(description="the size of the tree `checkpoint` signs")
+    checkpoint: str | None = Field(
+        description="the signed note (C2SP checkpoint, with witness cosignatures) of the "
+        "earliest tree that holds `as_of_seq`"
+    )
+    csv_sha256: str = Field(description="SHA-256 (hex) of this report's `?format=csv` body")
+    key_id: str
+    signature: str
