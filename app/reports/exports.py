@@ -357,12 +357,15 @@ class Exports:
         found = transparency.covering_checkpoint(session, last_seq)
         if found is None:
             with self.database.transaction() as writer:
-                published = self.log.publish(writer)
-            found = transparency.covering_checkpoint(session, last_seq)
-            if found is None and published is not None and published.size >= last_seq:
-                # Signed just now, after `session`'s snapshot began (SQLite keeps one per
-                # read transaction): the row as it was stored.
-                found = published
+                self.log.publish(writer)
+                # Signed just now, by us or by the publisher in between, after `session`'s
+                # snapshot began (SQLite keeps one per read transaction): read it here.
+                stored = transparency.covering_checkpoint(writer, last_seq)
+                if stored is not None:
+                    found = TreeCheckpoint(
+                        size=stored.size, root=stored.root, note=stored.note,
+                        signed_at=stored.signed_at,
+                    )  # fmt: skip
         if found is None:  # the export's rows are not all in a tree the service will sign
             raise Conflict("no checkpoint can be signed over the export's rows: run verify")
         return found

@@ -770,30 +770,28 @@
     renderTransparency(report);
   }
 
+  // Measures down, facilities across: a handful of columns fits a phone, and a reader
+  // compares a measure across facilities along one line.
   function renderTransparency(report) {
     const rows = report.rows || [];
-    const columns = report.columns || (rows[0] ? Object.keys(rows[0].cells || {}) : []);
     const table = $("transparency");
     const head = el("tr");
-    for (const name of ["facility", ...columns]) {
-      const th = el("th", words(name));
-      th.scope = "col";
-      head.append(th);
-    }
+    head.append(el("th", "measure"));
+    for (const r of rows) head.append(el("th", r.name || facilityName(r.facility), "num"));
+    for (const th of head.children) th.scope = "col";
     table.querySelector("thead").replaceChildren(head);
-    fillTable(table, rows.map((r) => {
-      const cells = r.cells || {};
-      return row([
-        r.name || facilityName(r.facility) || r.facility || "all facilities",
-        ...columns.map((c) => (cells[c] === null || cells[c] === undefined
-          ? el("span", "suppressed", "suppressed") : num(cells[c]))),
-      ]);
-    }), "no data for this month");
-    const note = $("transparency-note");
-    note.textContent = [
-      report.suppression && report.suppression.rule,
+    fillTable(table, (report.columns || []).map((column) => row([
+      words(column),
+      ...rows.map((r) => (r.cells[column] === null || r.cells[column] === undefined
+        ? { num: el("span", "suppressed", "suppressed") } : num(r.cells[column]))),
+    ])), "no data for this month");
+    const sentence = (text) => (text && !/[.!?]$/.test(text) ? text + "." : text);
+    $("transparency-note").textContent = [
+      sentence(report.suppression && report.suppression.rule),
+      report.complete === false ? "The month is not over: its counts will still change." : "",
       report.key_id ? "Signed with key " + report.key_id + "." : "",
-      report.last_seq ? "Anchored to the log up to event " + report.last_seq + "." : "",
+      report.tree_size ? "Anchored to the log's checkpoint of " + count(report.tree_size) +
+        " events." : "",
     ].filter(Boolean).join(" ");
   }
 

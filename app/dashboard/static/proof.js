@@ -76,9 +76,10 @@
 
   // A verifier key `<name>+<8 hex key hash>+<base64(0x01 || 32-byte Ed25519 key)>`.
   async function parseVerifierKey(text) {
-    const parts = text.trim().split("+");
-    if (parts.length !== 3) throw new ProofError("the log key is not a signed-note verifier key");
-    const [name, keyHash, encoded] = parts;
+    // The name holds no "+"; the base64 key may.
+    const parts = /^([^+\s]+)\+([0-9a-f]{8})\+(\S+)$/.exec(text.trim());
+    if (!parts) throw new ProofError("the log key is not a signed-note verifier key");
+    const [, name, keyHash, encoded] = parts;
     const key = base64(encoded);
     if (key.length !== 33 || key[0] !== 1) throw new ProofError("the log key is not an Ed25519 key");
     const expected = (await sha256(concat(utf8.encode(name + "\n"), key))).slice(0, 4);
