@@ -18,6 +18,14 @@ API_PATHS = (
     "/v1/events/",
     "/v1/exports/events.csv",
     "/manifest",
+    "/reviews",
+    "/v1/records/",
+    "/v1/policies",
+    "/diff?against=",
+    "/v1/reports/transparency?month=",
+    "/v1/log/checkpoint",
+    "/v1/log/key",
+    "/v1/log/proof/inclusion?seq=",
 )
 
 
@@ -29,7 +37,11 @@ def test_page_is_served_and_uses_the_api(client: TestClient) -> None:
     html = page.text
     assert 'id="sign-in"' in html
     assets = re.findall(r'(?:src|href)="(/dashboard/static/[^"]+)"', html)
-    assert sorted(assets) == ["/dashboard/static/dashboard.css", "/dashboard/static/dashboard.js"]
+    assert sorted(assets) == [
+        "/dashboard/static/dashboard.css",
+        "/dashboard/static/dashboard.js",
+        "/dashboard/static/proof.js",
+    ]
     script = client.get("/dashboard/static/dashboard.js")
     assert script.status_code == 200
     assert script.headers["content-type"].startswith("text/javascript")
@@ -41,7 +53,12 @@ def test_page_is_served_and_uses_the_api(client: TestClient) -> None:
 
 
 def test_nothing_is_loaded_from_elsewhere(client: TestClient) -> None:
-    for url in ("/dashboard", "/dashboard/static/dashboard.js", "/dashboard/static/dashboard.css"):
+    for url in (
+        "/dashboard",
+        "/dashboard/static/dashboard.js",
+        "/dashboard/static/proof.js",
+        "/dashboard/static/dashboard.css",
+    ):
         body = client.get(url).text
         # The only absolute URL is the SVG namespace name, which browsers never fetch.
         assert re.findall(r"https?://[^\s\"')]+", body) in ([], ["http://www.w3.org/2000/svg"])
@@ -58,5 +75,14 @@ def test_every_api_path_the_page_calls_exists() -> None:
         "/v1/events/{seq}",
         "/v1/exports/events.csv",
         "/v1/exports/{export_id}/manifest",
+        "/v1/events/{seq}/reviews",
+        "/v1/records/{record_type}/{record_id}/accesses",
+        "/v1/policies",
+        "/v1/policies/{version}",
+        "/v1/policies/{version}/diff",
+        "/v1/reports/transparency",
+        "/v1/log/checkpoint",
+        "/v1/log/key",
+        "/v1/log/proof/inclusion",
     ):
         assert path in paths

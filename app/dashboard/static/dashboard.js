@@ -207,7 +207,9 @@
     }
     const zone = "Days and times are in the mission's time zone, " + app.zone + ".";
     for (const hint of document.querySelectorAll(".zone-hint")) hint.textContent = zone;
-    for (const th of document.querySelectorAll(".when-col")) th.textContent = "when (" + app.zone + ")";
+    for (const th of document.querySelectorAll(".when-col")) {
+      th.textContent = (th.dataset.label || "when") + " (" + app.zone + ")";
+    }
   }
 
   // --- the URL is the state ------------------------------------------------------------
@@ -732,7 +734,6 @@
     $("diff-title").textContent = "Changes of " + q.version.slice(7, 19) + " from " +
       q.against.slice(7, 19);
     const table = el("table");
-    table.innerHTML = ""; // built below from text only
     const head = el("thead");
     head.append(row(["rule", "change", "was", "now"]));
     for (const td of head.querySelectorAll("td")) {
@@ -748,6 +749,7 @@
     if (!diff.changes.length) body.append(row(["no rule differs", "", "", ""]));
     table.append(head, body);
     const wrap = el("div", null, "table-wrap");
+    wrap.tabIndex = 0;
     wrap.append(table);
     $("diff").replaceChildren(wrap);
   }
