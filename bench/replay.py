@@ -680,6 +680,7 @@ def main() -> int:
     parser.add_argument("--pg-server", default=PG_SERVER, help="where to CREATE DATABASE")
     parser.add_argument("--keep", type=Path, help="keep (and reuse) the loaded logs here")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory passes")
+    parser.add_argument("--load-only", action="store_true", help="load the --keep logs; stop")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--name", default="replay", help="bench/results/NAME.json")
     parser.add_argument("--memory-child", choices=["replay", "impact"], help=argparse.SUPPRESS)
@@ -688,6 +689,13 @@ def main() -> int:
     if args.memory_child:
         return memory_child(args)
     kinds = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
+    if args.load_only:
+        if args.keep is None:
+            parser.error("--load-only needs --keep")
+        for kind in kinds:
+            with tempfile.TemporaryDirectory() as tmp, loaded_log(kind, args, Path(tmp)):
+                pass
+        return 0
     parts = set(args.parts.split(","))
     replays = [bench_replay(k, args) for k in kinds] if "replay" in parts else []
     facts = [bench_facts(k, args) for k in kinds] if "ingest" in parts else []
@@ -712,9 +720,11 @@ def main() -> int:
                       r["impact_rows_per_s"], f"{r['impact_ratio']:.2f}",
                       "yes" if met else "NO", grow("replay"), grow("impact"))  # fmt: skip
         print(table.render())
-        print(f"target: replay and impact rows/s >= {TARGET_RATIO} x the raw driver's scan of "
-              f"the same rows and columns with the JSON decoded (median of {args.rounds} "
-              "rounds' ratios); RSS: peak growth of a child process over the pass")
+        print(
+            f"target: replay and impact rows/s >= {TARGET_RATIO} x the raw driver's scan of "
+            f"the same rows and columns with the JSON decoded (median of {args.rounds} "
+            "rounds' ratios); RSS: peak growth of a child process over the pass"
+        )
     if facts:
         table = Table(["database", "events", "with facts ev/s", "without ev/s", "cost", "met"])
         for f in facts:
@@ -722,18 +732,33 @@ def main() -> int:
                       f["without_facts_events_per_s"], f"{f['cost']:+.1%}",
                       "yes" if f["cost"] <= TARGET_FACTS_COST else "NO")  # fmt: skip
         print(table.render())
-        print(f"target: recording facts costs <= {TARGET_FACTS_COST:.0%} of ingest "
-              f"(median of {args.rounds} alternating rounds)")
+        print(
+            f"target: recording facts costs <= {TARGET_FACTS_COST:.0%} of ingest "
+            f"(median of {args.rounds} alternating rounds)"
+        )
     if approval:
-        table = Table(["database", "workers", "rounds", "median ms", "max ms",
-                       "median ms from request", "max ms from request", "stale", "met"])
+        table = Table(
+            [
+                "database",
+                "workers",
+                "rounds",
+                "median ms",
+                "max ms",
+                "median ms from request",
+                "max ms from request",
+                "stale",
+                "met",
+            ]
+        )
         table.add("postgresql", WORKERS, len(approval["rounds"]), approval["median_s"] * 1000,
                   approval["max_s"] * 1000, approval["median_from_request_s"] * 1000,
                   approval["max_from_request_s"] * 1000, approval["stale_answers"],
                   "yes" if approval["max_s"] < TARGET_APPROVAL_S else "NO")  # fmt: skip
         print(table.render())
-        print(f"target: from the approval's answer to every worker's first answer by the new "
-              f"version < {TARGET_APPROVAL_S} s")
+        print(
+            f"target: from the approval's answer to every worker's first answer by the new "
+            f"version < {TARGET_APPROVAL_S} s"
+        )
     path = write_results(args.name, {
         "benchmark": "replay", "events": args.events, "rounds": args.rounds,
         "machine": machine(), "replay": replays, "facts": facts, "approval": approval,
