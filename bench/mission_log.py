@@ -202,9 +202,7 @@ def generate(
         yield chunk, leaves
 
 
-def load(
-    database_url: str, n: int, seed: int, key_file: Path, facts: bool = False
-) -> LoadedLog:
+def load(database_url: str, n: int, seed: int, key_file: Path, facts: bool = False) -> LoadedLog:
     """Fill an empty, migrated database with N events (their checkpoints, and the Merkle
     tree the append would have kept)."""
     from app.db import make_engine
