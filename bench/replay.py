@@ -397,9 +397,11 @@ def bench_replay(kind: str, args: argparse.Namespace) -> dict[str, Any]:
 def bench_facts(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     from ingest import BATCH, ingest, reported_events
 
-    events = reported_events(args.ingest_events, args.seed)
-    bodies = [json.dumps({"events": events[i : i + BATCH]}).encode()
-              for i in range(0, len(events), BATCH)]  # fmt: skip
+    events = reported_events(args.ingest_events + 2 * BATCH, args.seed)
+    bodies = [
+        json.dumps({"events": events[i : i + BATCH]}).encode() for i in range(0, len(events), BATCH)
+    ]
+    warm, bodies = bodies[:2], bodies[2:]  # one batch for each server first, not counted
     shares = 2 * args.rounds
     per_share = -(-len(bodies) // shares)
     chunks = [bodies[i * per_share : (i + 1) * per_share] for i in range(shares)]
@@ -423,18 +425,14 @@ def bench_facts(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                                  timeout=300) as with_facts,
                     httpx.Client(base_url=bare.base, headers=headers, timeout=300) as no_facts,
                 ):  # fmt: skip
-                    ingest(with_facts, chunks[0][:2])  # warm both up (not counted)
-                    ingest(no_facts, chunks[1][:2])
+                    ingest(with_facts, warm[:1])
+                    ingest(no_facts, warm[1:])
                     for number in range(args.rounds):
                         pair = {"facts": with_facts, "none": no_facts}
                         order = ["facts", "none"] if number % 2 == 0 else ["none", "facts"]
                         got = {}
                         for i, name in enumerate(order):
                             share = chunks[2 * number + i]
-                            if name == "facts" and number == 0:
-                                share = share[2:]
-                            elif name == "none" and number == 0 and order[0] == "facts":
-                                share = share[2:]
                             result = ingest(pair[name], share)
                             result.pop("latencies")
                             got[name] = {k: result[k] for k in ("events", "seconds",
