@@ -44,7 +44,7 @@ from app.policy.evaluator import (
 from app.vocabulary import ACCESS_KINDS, Kind
 
 BATCH: Final = 2000
-MEMORY: Final = 50_000  # distinct facts texts, and distinct judgements, remembered
+MEMORY: Final = 16_384  # distinct facts texts, and distinct judgements, remembered
 COLUMNS: Final = (
     Event.seq, Event.kind, Event.occurred_at, Event.recorded_at, Event.actor, Event.action,
     Event.record_type, Event.record_id, Event.facility, Event.purpose, Event.justification,
