@@ -83,12 +83,21 @@ def _arrivals(n: int, rng: random.Random, policy: Any) -> list[datetime]:
     return times
 
 
-def generate(n: int, seed: int) -> Iterator[tuple[list[dict[str, Any]], list[bytes]]]:
+def generate(
+    n: int, seed: int, facts: bool = False
+) -> Iterator[tuple[list[dict[str, Any]], list[bytes]]]:
     """The log's rows (every column of `events`), chained, CHUNK rows at a time, with
-    their leaf hashes in the Merkle tree."""
-    from app.ledger.canonical import GENESIS_HASH, canonical_bytes, chain_hash
+    their leaf hashes in the Merkle tree.
+
+    With `facts`, the log is the one the service writes today: its first event is the
+    activation of the shipped policy (`kind: "policy"`, its full content, as the first
+    start-up records it), and every decision and report records the facts it was judged
+    on (`details.facts`: `actor_facts` of the profile on the local date, and the distinct
+    records in the volume window) and its reasons with their data, as
+    `app.access.service` does; `access-audit replay` can judge it again."""
+    from app.ledger.canonical import GENESIS_HASH, canonical_bytes, chain_hash, format_timestamp
     from app.ledger.merkle import leaf_hash
-    from app.policy.evaluator import AccessRequest
+    from app.policy.evaluator import AccessRequest, actor_facts
     from app.policy.loader import load_policy
 
     policy = load_policy(POLICY_DIR)
@@ -98,7 +107,31 @@ def generate(n: int, seed: int) -> Iterator[tuple[list[dict[str, Any]], list[byt
     prev = GENESIS_HASH
     chunk: list[dict[str, Any]] = []
     leaves: list[bytes] = []
-    for seq, arrived in enumerate(_arrivals(n, rng, policy), start=1):
+    arrivals = _arrivals(n - 1 if facts else n, rng, policy)
+    facts_of: dict[tuple[str, date], dict[str, Any] | None] = {}
+    if facts:
+        at = arrivals[0] - timedelta(days=1)
+        row = {
+            "seq": 1, "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "kind": "policy", "recorded_at": at, "occurred_at": at, "actor": "system",
+            "actor_roles": [], "action": "activate", "action_category": None,
+            "record_type": "policy", "record_id": policy.version, "facility": None,
+            "purpose": None, "justification": None, "break_glass": None, "decision": None,
+            "reasons": [], "flags": [], "source": "system", "client_event_id": None,
+            "policy_version": policy.version, "workstation": None, "source_ip": None,
+            "details": {
+                "version": policy.version, "content": dict(policy.content),
+                "authority": "the shipped policy (benchmark)", "proposed_by": None,
+                "approved_by": None, "effective_from": format_timestamp(at),
+                "source": "the policy folder at the service's first start-up",
+            },
+        }  # fmt: skip
+        canonical = canonical_bytes(row)
+        row["prev_hash"] = GENESIS_HASH
+        row["hash"] = prev = chain_hash(prev, canonical)
+        chunk.append(row)
+        leaves.append(leaf_hash(canonical))
+    for seq, arrived in enumerate(arrivals, start=2 if facts else 1):
         row: dict[str, Any] = {
             "seq": seq, "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             "recorded_at": arrived, "occurred_at": arrived, "actor_roles": [], "action": None,
@@ -128,9 +161,10 @@ def generate(n: int, seed: int) -> Iterator[tuple[list[dict[str, Any]], list[byt
                 record_id=body["record"]["id"], justification=body.get("justification"),
                 break_glass=body.get("break_glass", False),
             )  # fmt: skip
+            distinct = 51 if rng.random() < 0.002 else 1
             judgement = policy.judge(
                 profile, request, occurred, reported_at=arrived if reported else None,
-                distinct_records_in_window=51 if rng.random() < 0.002 else 1,
+                distinct_records_in_window=distinct,
             )  # fmt: skip
             row.update(
                 kind="report" if reported else "decision", occurred_at=occurred,
@@ -146,6 +180,16 @@ def generate(n: int, seed: int) -> Iterator[tuple[list[dict[str, Any]], list[byt
                 details={"reasons": [{"code": r.code.value, "message": r.message}
                                      for r in judgement.reasons]} if judgement.reasons else {},
             )  # fmt: skip
+            if facts:
+                key = (body["actor"], policy.local_date(occurred))
+                if key not in facts_of:
+                    facts_of[key] = actor_facts(profile, key[1])
+                details: dict[str, Any] = {
+                    "facts": {"actor": facts_of[key], "distinct_records": distinct}
+                }
+                if judgement.reasons:
+                    details["reasons"] = [r.as_json() for r in judgement.reasons]
+                row["details"] = details
         canonical = canonical_bytes(row)
         row["prev_hash"] = prev
         row["hash"] = prev = chain_hash(prev, canonical)
@@ -158,7 +202,7 @@ def generate(n: int, seed: int) -> Iterator[tuple[list[dict[str, Any]], list[byt
         yield chunk, leaves
 
 
-def load(database_url: str, n: int, seed: int, key_file: Path) -> LoadedLog:
+def load(database_url: str, n: int, seed: int, key_file: Path, facts: bool = False) -> LoadedLog:
     """Fill an empty, migrated database with N events (their checkpoints, and the Merkle
     tree the append would have kept)."""
     from app.db import make_engine
@@ -182,7 +226,7 @@ def load(database_url: str, n: int, seed: int, key_file: Path) -> LoadedLog:
             }])  # fmt: skip
         tree = TreeBuilder()
         mark = Authenticator.of(signer.private_key).mark
-        for chunk, leaves in generate(n, seed):
+        for chunk, leaves in generate(n, seed, facts):
             checkpoints = [
                 {"seq": r["seq"], "hash": r["hash"], "signed_at": r["recorded_at"],
                  "key_id": signer.key_id,

@@ -7,7 +7,8 @@ argument, so the same request can be judged as of any moment.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -278,6 +279,28 @@ class CompiledPolicy:
             reasons.sort(key=lambda r: REASON_ORDER[r.code])
         return reasons, category
 
+    def turning_days(self, actor: ActorProfile | None) -> tuple[date, ...]:
+        """The local dates, in order, on which what `evaluate` finds for `actor` may
+        change: the window's start and the day after its end, each facility's live date,
+        and each training record's completion and the day after its expiry. Between two
+        of them (before the first; from the last) `evaluate` finds the same reasons, by
+        code, and the same category (outside the window its message names the day). Kept
+        beside `evaluate`: a rule that reads the date must add its days here."""
+        days = {self.window_start, self.window_end + timedelta(days=1)}
+        days.update(f.live_from for f in self.facilities.values())
+        if actor is not None:
+            for records in actor.training.values():
+                for record in records:
+                    days.add(record.completed_on)
+                    days.add(record.expires_on + timedelta(days=1))
+        return tuple(sorted(days))
+
+    @staticmethod
+    def span(turning: tuple[date, ...], today: date) -> int:
+        """Which span between the `turning_days` of an actor the local date falls in: two
+        dates of one span are judged alike (the same reasons by code, the same category)."""
+        return bisect_right(turning, today)
+
     def _training_gaps(
         self, actor: ActorProfile, today: date
     ) -> tuple[list[str], list[tuple[str, date]]]:
@@ -296,9 +319,18 @@ class CompiledPolicy:
                 expired.append((module, latest.expires_on))
         return missing, expired
 
+    def is_late(self, occurred_at: datetime, reported_at: datetime) -> bool:
+        """Whether a report of `occurred_at` made at `reported_at` is late."""
+        return reported_at - occurred_at > timedelta(hours=self.late_report_hours)
+
     def is_after_hours(self, at: datetime) -> bool:
         local = at.astimezone(self.timezone).time()
         return not self.after_hours_start <= local < self.after_hours_end
+
+    def day_and_hours(self, at: datetime) -> tuple[date, bool]:
+        """`local_date(at)` and `is_after_hours(at)`, converting the instant once."""
+        local = at.astimezone(self.timezone)
+        return local.date(), not self.after_hours_start <= local.time() < self.after_hours_end
 
     def judge(
         self,
@@ -311,9 +343,26 @@ class CompiledPolicy:
     ) -> Judgement:
         """Evaluate and flag. `reported_at` is set for after-the-fact reports."""
         reasons, category = self.evaluate(actor, request, occurred_at)
+        return self.conclude(
+            reasons, category, request.break_glass, occurred_at, reported_at=reported_at,
+            distinct_records_in_window=distinct_records_in_window,
+        )  # fmt: skip
+
+    def conclude(
+        self,
+        reasons: Sequence[Reason],
+        category: str | None,
+        break_glass: bool,
+        occurred_at: datetime,
+        *,
+        reported_at: datetime | None = None,
+        distinct_records_in_window: int = 1,
+    ) -> Judgement:
+        """The judgement of what `evaluate` found for a request (broken glass or not) at
+        `occurred_at`: the decision and the flags (`judge` is `evaluate` then `conclude`)."""
         decision = DENY if reasons else ALLOW
         flags: list[Flag] = []
-        if request.break_glass:
+        if break_glass:
             flags.append(Flag.break_glass)
         if self.is_after_hours(occurred_at):
             flags.append(Flag.after_hours)
@@ -322,7 +371,7 @@ class CompiledPolicy:
         if reported_at is not None:
             if decision == DENY:
                 flags.append(Flag.policy_violation)
-            if reported_at - occurred_at > timedelta(hours=self.late_report_hours):
+            if self.is_late(occurred_at, reported_at):
                 flags.append(Flag.late_report)
         if len(flags) > 1:
             flags.sort(key=FLAG_ORDER.__getitem__)

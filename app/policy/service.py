@@ -229,16 +229,17 @@ class Policies:
         page: list[Outcome] = []
         judge = Rejudge()
         for row in access_rows(session, query.since, query.until):
-            outcome = judge.outcome(policy, row)
-            if outcome is None:
+            compared = judge.compare(policy, row)
+            if compared is None:
                 counts["without_facts"] += 1
                 continue
             counts["evaluated"] += 1
-            if not outcome.changed:
+            if compared[0] == compared[1]:
                 counts["unchanged"] += 1
                 continue
             counts["changed"] += 1
-            (was, was_reasons, _), (now, reasons, _) = outcome.was, outcome.now
+            outcome = Outcome(row.seq, row.kind, row.occurred_at, row.actor, *compared)
+            (was, was_reasons, _), (now, reasons, _) = compared
             if was != now:
                 counts["allow_to_deny" if now == DENY else "deny_to_allow"] += 1
             for code in set(reasons) - set(was_reasons):
@@ -288,11 +289,12 @@ class Policies:
             if policy is None:
                 yield "unknown_version", row, None
                 continue
-            outcome = judge.outcome(policy, row)
-            if outcome is None:
+            compared = judge.compare(policy, row)
+            if compared is None:
                 yield "without_facts", row, None
-            elif outcome.changed:
-                yield "differs", row, outcome
+            elif compared[0] != compared[1]:
+                yield "differs", row, Outcome(row.seq, row.kind, row.occurred_at, row.actor,
+                                              *compared)  # fmt: skip
         if progress is not None:
             progress(done)
 
