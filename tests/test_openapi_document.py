@@ -77,6 +77,19 @@ def test_413_on_bodies_422_on_inputs_429_on_the_token_endpoint(
     assert "429" in document["paths"]["/v1/auth/token"]["post"]["responses"]
 
 
+def test_every_422_is_documented_as_the_list_of_problems_it_is(
+    document: dict[str, Any],
+) -> None:
+    # Every 422 body is `{"detail": [{loc, msg, type}, ...]}`, whether FastAPI or the rules
+    # refused the input; a route that documents `Problem` (a string) would mislead clients.
+    validation = {"$ref": "#/components/schemas/HTTPValidationError"}
+    for method, path, operation in operations(document):
+        unprocessable = operation["responses"].get("422")
+        if unprocessable is not None:
+            schema = unprocessable["content"]["application/json"]["schema"]
+            assert schema == validation, (method, path)
+
+
 def test_every_error_response_is_documented_as_json(document: dict[str, Any]) -> None:
     for method, path, operation in operations(document):
         for code, response in operation["responses"].items():

@@ -126,7 +126,6 @@ def flags(
             "content": {"text/csv": {}},
             "description": "The signed report (JSON), or its table with `format=csv`",
         },
-        422: {"model": Problem, "description": "`month` malformed or not begun yet"},
     },
     summary="The month's public transparency report (signed, suppressed)",
     tags=["reports"],
