@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from weakref import WeakKeyDictionary
 
 import anyio
@@ -26,6 +26,8 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from app.errors import LedgerUnavailable
+
+_T = TypeVar("_T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -184,6 +186,33 @@ class Database:
         of the block, rolled back if it raises."""
         with self.writer() as session, session.begin():
             yield session
+
+    def write_from_thread(
+        self, work: Callable[[Session], _T], loop: asyncio.AbstractEventLoop | None
+    ) -> _T:
+        """`work` in a write transaction of its own, from a thread beside the served app
+        (the checkpoint publisher, the witness submitters), in this process's turn to write.
+
+        On SQLite a thread that writes without the turn waits in SQLite's busy handler,
+        whose growing sleeps under a steady stream of appends can miss every gap between
+        them (a checkpoint stored seconds late); `write_turn` is a FIFO queue, so the
+        thread's write waits for the writers ahead of it and no longer. `loop` is the
+        served app's event loop; without one (CLI, tests), and on PostgreSQL (where the
+        ledger's lock is the queue), a plain transaction.
+        """
+        if loop is None or not self.sqlite:
+            with self.transaction() as session:
+                return work(session)
+
+        def in_transaction() -> _T:
+            with self.transaction() as session:
+                return work(session)
+
+        async def in_turn() -> _T:
+            async with self.write_turn():
+                return await run_in_threadpool(in_transaction)
+
+        return asyncio.run_coroutine_threadsafe(in_turn(), loop).result()
 
     def dispose(self) -> None:
         if self._owns_engine:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from app import openapi, operations
 from app.access.router import router as access_router
@@ -49,15 +51,17 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
             attach(app, built)
             # Checkpoints and their witnesses, in the background: never in an append's way.
             background = built.background()
+            loop = asyncio.get_running_loop()
             for worker in background:
-                worker.start()
+                worker.start(loop)
             # What start-up built lives as long as the process: keep the cyclic collector
             # from re-scanning it in every full collection (they stall list requests).
             gc.freeze()
         yield
         if owned:
             for worker in background:
-                worker.stop()
+                # Off the loop: a worker may be waiting on it for its turn to write.
+                await run_in_threadpool(worker.stop)
             await app.state.context.stop()
             app.state.context.dispose()
 

@@ -289,7 +289,7 @@ def _sign_the_tree(engine: Any, signer: Any, size: int) -> None:
     from app.ledger.note import NoteSigner
 
     with Session(engine) as session, session.begin():
-        root = range_hash(transparency.hash_reader(session), 0, size)
+        root = range_hash(transparency.hash_reader(session, size), 0, size)
         text_ = Note(ORIGIN, size, root).text
         note = text_ + "\n" + NoteSigner(ORIGIN, signer.private_key).signature_line(text_)
         session.execute(insert(LogSetting), [{"name": "origin", "value": ORIGIN}])

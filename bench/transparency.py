@@ -230,6 +230,7 @@ def bench_proofs(
     )
 
     rng = random.Random(args.seed)
+    tiles = context.transparency.tiles  # as the routes read: through the process's cache
     times: dict[str, list[float]] = {
         f"{what}_{how}": []
         for what in ("inclusion", "consistency")
@@ -266,7 +267,7 @@ def bench_proofs(
 
                 def local(s: int = seq) -> Any:
                     with context.database.reader() as session:
-                        return transparency.inclusion(session, s, size)
+                        return transparency.inclusion(session, s, size, tiles)
 
                 times["inclusion_in_process"].append(timed(local)[0])
             plans = [
@@ -293,7 +294,7 @@ def bench_proofs(
 
                 def local_c(o: int = old, n: int = new) -> Any:
                     with context.database.reader() as session:
-                        return transparency.consistency(session, o, n)
+                        return transparency.consistency(session, o, n, tiles)
 
                 times["consistency_in_process"].append(timed(local_c)[0])
             plans = [
@@ -550,7 +551,9 @@ def bench_ingest(kind: str, workdir: Path, policy_dir: Path, args: Any) -> dict[
             urls[variant] = stack.enter_context(database(kind, home, args.pg_server))
             contexts[variant] = _context(urls[variant], policy_dir, workdir / "signing.pem")
             stack.callback(contexts[variant].dispose)
-            contexts[variant].start()
+            contexts[variant].start()  # appends the policy's activation (with its leaf)
+        with contexts["no_tree"].database.reader() as session:
+            rows_before = session.scalar(select(func.count()).select_from(TreeHash)) or 0
         for number in range(args.ingest_rounds):
             order = list(variants) if number % 2 == 0 else list(reversed(variants))
             result: dict[str, Any] = {}
@@ -584,7 +587,7 @@ def bench_ingest(kind: str, workdir: Path, policy_dir: Path, args: Any) -> dict[
             with context.database.reader() as session:
                 logged = session.scalar(select(func.count()).select_from(Event)) or 0
                 tree_rows = session.scalar(select(func.count()).select_from(TreeHash)) or 0
-            if variant == "no_tree" and tree_rows:
+            if variant == "no_tree" and tree_rows != rows_before:
                 raise RuntimeError("the patched append stored tree rows")
             if variant == "tree":
                 if tree_rows < logged:

@@ -4,8 +4,10 @@ code (themselves checked against the RFC 6962 vectors and the C2SP examples)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -291,4 +293,106 @@ def test_the_served_app_publishes_a_checkpoint_within_the_interval(
             assert session.scalar(select(func.count()).select_from(TreeCheckpoint)) == 2
     finally:
         publisher.stop()
+        context.dispose()
+
+
+def test_proofs_come_from_the_kept_tiles_and_a_grown_tree_reads_past_them(
+    client: TestClient,
+    context: AppContext,
+    session: Session,
+    as_role: Callable[[str], dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    headers = as_role("auditor")
+    vkey = client.get("/v1/log/key").text.strip()
+
+    def proven(seq: int, size: int | None = None) -> Checkpoint:
+        params = {"seq": seq} if size is None else {"seq": seq, "size": size}
+        response = client.get("/v1/log/proof/inclusion", params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        checkpoint = opened(body["checkpoint"], vkey)
+        leaf = merkle.leaf_hash(dict(repository.canonical_forms(session, seq, seq))[seq])
+        assert base64.b64decode(body["leaf_hash"]) == leaf
+        path = [base64.b64decode(h) for h in body["hashes"]]
+        merkle.verify_inclusion(leaf, seq - 1, checkpoint.size, path, checkpoint.root)
+        return checkpoint
+
+    append(context, session, [300])
+    context.transparency.publish(session)
+    small = proven(290)
+    assert 290 < small.size < 2 * merkle.TILE_WIDTH  # tile 0/1 is partial
+    kept = context.transparency.tiles
+    width = small.size - merkle.TILE_WIDTH
+    assert kept.get(0, 1, width) is not None  # the partial tile is kept ...
+    assert kept.get(0, 1, width + 1) is None  # ... for trees it is long enough for
+
+    # A proof already made reads nothing from the database again.
+    def no_reads(*args: object) -> bytes:
+        raise AssertionError("the tile was read again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transparency, "stored_tile", no_reads)
+        assert proven(290) == small
+
+    append(context, session, [400])
+    context.transparency.publish(session)
+    big = proven(small.size + 400)
+    for seq in (290, small.size, small.size + 1, 600):
+        assert proven(seq) == big
+    assert proven(290, size=small.size) == small
+    params = {"old": small.size, "new": big.size}
+    consistency = client.get("/v1/log/proof/consistency", params=params)
+    merkle.verify_consistency(
+        small.size, big.size, small.root, opened(client.get("/v1/log/checkpoint").text, vkey).root,
+        [base64.b64decode(h) for h in consistency.json()["hashes"]],
+    )  # fmt: skip
+    tile = client.get("/v1/log/tile/0/001")
+    assert tile.status_code == 200
+    assert tile.content == stored_tiles(session)[(0, 1)]
+
+
+def test_the_publisher_stores_its_checkpoint_in_the_process_turn_to_write(
+    new_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """On SQLite a background write outside the process's write turn waits in SQLite's
+    busy handler, which under back-to-back appends can miss every gap for seconds; in the
+    turn it queues behind the appends ahead of it, in order (PostgreSQL: no turn)."""
+    url = new_database()
+    context = build_context(make_settings(url, tmp_path))
+    context.start()
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    publisher = context.publisher()
+    publisher.start(loop)
+    publisher.stop()  # its thread is not needed: publish_once is called here
+    order: list[str] = []
+    held = threading.Event()
+
+    async def an_append() -> None:
+        async with context.database.write_turn():
+            held.set()
+            await asyncio.sleep(0.3)
+            order.append("the append ahead")
+
+    try:
+        with context.database.transaction() as session:
+            append(context, session, [5])
+        ahead = asyncio.run_coroutine_threadsafe(an_append(), loop)
+        assert held.wait(5)
+        row = publisher.publish_once()
+        order.append("the checkpoint")
+        ahead.result(5)
+        assert row is not None
+        with context.database.reader() as session:
+            assert session.get(TreeCheckpoint, row.size) is not None
+        expected = ["the append ahead", "the checkpoint"]
+        if not context.database.sqlite:
+            expected.reverse()  # nothing to queue behind
+        assert order == expected
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        loop.close()
         context.dispose()

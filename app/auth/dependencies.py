@@ -44,11 +44,11 @@ def lookup(session: Session, claims: TokenClaims) -> Principal | None:
         if not users_repo.client_is_active(session, claims.subject):
             return None
         return Principal("client", claims.subject, INTEGRATION_ROLES)
-    user = users_repo.user_by_username(session, claims.subject)
+    user = users_repo.signed_in(session, claims.subject)
     if (
         user is None
         or not user.active
-        or user.password_hash is None
+        or not user.has_password
         # issued before the password, the active flag or the roles last changed
         or user.credential_version != claims.version
     ):

@@ -96,6 +96,7 @@ def entries(session: ReadSessionDep, _: ReaderDep, rest: Annotated[str, TILE_PAT
 )  # fmt: skip
 def tile(
     session: ReadSessionDep,
+    context: ContextDep,
     level: Annotated[str, Path(description="the tile level, 0-63", examples=["0"])],
     rest: Annotated[str, TILE_PATH],
 ) -> Response:
@@ -104,7 +105,10 @@ def tile(
     if not level.isdigit() or level != str(int(level)) or int(level) > MAX_LEVEL:
         raise NotFound("no such tile: the level is 0-63 without leading zeroes")
     index, width = _tile_index(rest)
-    return _octets(transparency.tile(session, int(level), index, width), f"public, {IMMUTABLE}")
+    return _octets(
+        transparency.tile(session, int(level), index, width, context.transparency.tiles),
+        f"public, {IMMUTABLE}",
+    )
 
 
 @router.get(
@@ -114,13 +118,14 @@ def tile(
 )  # fmt: skip
 def consistency(
     session: ReadSessionDep,
+    context: ContextDep,
     old: Annotated[int, Query(ge=0, le=MAX_SEQ, description="the older tree size")],
     new: Annotated[int, Query(ge=0, le=MAX_SEQ, description="the newer tree size")],
 ) -> transparency.ConsistencyProof:
     """The proof that the tree of size `old` is a prefix of the tree of size `new`; 422
     naming `new` when it is beyond the latest checkpoint, `old` when it exceeds `new`.
     Public."""
-    return transparency.consistency(session, old, new)
+    return transparency.consistency(session, old, new, context.transparency.tiles)
 
 
 @router.get(
@@ -130,6 +135,7 @@ def consistency(
 )
 def inclusion(
     session: ReadSessionDep,
+    context: ContextDep,
     _: ReaderDep,
     seq: Annotated[int, Query(ge=1, le=MAX_SEQ, description="the event")],
     size: Annotated[
@@ -140,7 +146,7 @@ def inclusion(
     """The proof that event `seq` is in the checkpointed tree of `size`, with that
     checkpoint (with its cosignatures); 422 naming `seq` when it is beyond `size`.
     Auditor or oversight."""
-    return transparency.inclusion(session, seq, size)
+    return transparency.inclusion(session, seq, size, context.transparency.tiles)
 
 
 @router.get(
@@ -151,9 +157,14 @@ def inclusion(
                **NOT_FOUND},
 )  # fmt: skip
 def event_proof(
-    session: ReadSessionDep, _: ReaderDep, seq: Annotated[int, Path(ge=1, le=MAX_SEQ)]
+    session: ReadSessionDep,
+    context: ContextDep,
+    _: ReaderDep,
+    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)],
 ) -> PlainTextResponse:
     """Event `seq` as a C2SP `tlog-proof` bundle against the latest checkpoint: its index,
     the inclusion proof, a blank line and the signed checkpoint. With the event's canonical
     bytes it is provable offline. Auditor or oversight."""
-    return PlainTextResponse(transparency.proof_bundle(session, seq), media_type=NOTE_TYPE)
+    return PlainTextResponse(
+        transparency.proof_bundle(session, seq, context.transparency.tiles), media_type=NOTE_TYPE
+    )

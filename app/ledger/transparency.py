@@ -11,15 +11,18 @@ and each extends the one before (the tree only grows): `consistency` proves it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
-from sqlalchemy import func, select
+from cachetools import LRUCache
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,11 +30,12 @@ from sqlalchemy.orm import Session
 
 from app.clock import Clock
 from app.db import Base, Database
-from app.errors import Invalid, NotFound
+from app.errors import Invalid, LedgerUnavailable, NotFound
 from app.ledger import repository
 from app.ledger.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
+    TILE_HEIGHT,
     TILE_WIDTH,
     HashAt,
     consistency_proof,
@@ -40,6 +44,7 @@ from app.ledger.merkle import (
     multi_proof,
     range_hash,
     tile_hash_at,
+    tile_width,
 )
 from app.ledger.models import LogSetting, TreeCheckpoint, TreeCosignature, TreeHash
 from app.ledger.note import Checkpoint, NoteSigner, Verifier
@@ -77,6 +82,7 @@ class TransparencyLog:
         self._refused: int | None = None  # the seq last refused a checkpoint (logged once)
         self._origin: str | None = configured_origin
         self.signing_clock = signing_clock
+        self.tiles = TileCache()  # for read sessions only (`TileCache`)
 
     def origin_for(self, session: Session) -> str:
         """The log's origin, generated and stored on first use when none is configured."""
@@ -159,21 +165,31 @@ def insert_new(session: Session, model: type[Base], values: dict[str, object]) -
     session.execute(upsert(model).values(**values).on_conflict_do_nothing())
 
 
+# What every proof request reads, as Core statements built once.
+_cosignatures = TreeCosignature.__table__
+_checkpoints = TreeCheckpoint.__table__
+_COSIGNATURES: Final = (
+    select(_cosignatures.c.line)
+    .where(_cosignatures.c.size == bindparam("size"))
+    .order_by(_cosignatures.c.witness)
+)
+_NOTE_OF_SIZE: Final = select(_checkpoints.c.note).where(_checkpoints.c.size == bindparam("size"))
+_LATEST_SIZE: Final = select(func.max(_checkpoints.c.size))
+
+
 def cosignature_lines(session: Session, size: int) -> list[str]:
     """The witnesses' cosignature lines kept for the checkpoint of `size`, by witness."""
-    return list(
-        session.scalars(
-            select(TreeCosignature.line)
-            .where(TreeCosignature.size == size)
-            .order_by(TreeCosignature.witness)
-        )
-    )
+    return list(session.scalars(_COSIGNATURES, {"size": size}))
 
 
 def with_cosignatures(session: Session, checkpoint: TreeCheckpoint) -> str:
     """The checkpoint's note with every cosignature kept for it (C2SP: one note, the log's
     signature first)."""
-    return checkpoint.note + "".join(cosignature_lines(session, checkpoint.size))
+    return cosigned_note(session, checkpoint.size, checkpoint.note)
+
+
+def cosigned_note(session: Session, size: int, note: str) -> str:
+    return note + "".join(cosignature_lines(session, size))
 
 
 def latest_cosigned_size(session: Session, at_least: int) -> int | None:
@@ -225,7 +241,8 @@ class RowsProof:
 
 def rows_proof(session: Session, seqs: Sequence[int], checkpoint: TreeCheckpoint) -> RowsProof:
     """The events `seqs` (sorted) proven against `checkpoint`: each node once."""
-    nodes = multi_proof(hash_reader(session), [seq - 1 for seq in seqs], checkpoint.size)
+    hash_at = hash_reader(session, checkpoint.size)
+    nodes = multi_proof(hash_at, [seq - 1 for seq in seqs], checkpoint.size)
     return RowsProof(
         tree_size=checkpoint.size,
         checkpoint=with_cosignatures(session, checkpoint),
@@ -239,26 +256,37 @@ def checkpoint_of_size(session: Session, size: int) -> TreeCheckpoint | None:
 
 
 def _latest_size(session: Session) -> int:
-    latest = latest_checkpoint(session)
+    latest: int | None = session.scalar(_LATEST_SIZE)
     if latest is None:
         raise NotFound("no checkpoint of the tree has been published yet")
-    return latest.size
+    return latest
 
 
 # --- the stored tree -------------------------------------------------------------------
+
+
+# One statement, built once: a tile is a range of one level's positions.
+_TILE_QUERY: Final = (
+    select(TreeHash.position, TreeHash.hash)
+    .where(
+        TreeHash.tile_level == bindparam("level"),
+        TreeHash.position >= bindparam("start"),
+        TreeHash.position < bindparam("end"),
+    )
+    .order_by(TreeHash.position)
+)
+# 16 MiB of tiles: every tile above level 0 of a log of 500 million events, or 2,048 of
+# its leaf tiles (8 KiB each).
+TILE_CACHE_BYTES: Final = 16 << 20
+# About 7 MiB of complete-subtree hashes (~220 bytes an entry with its key).
+SUBTREE_CACHE_ENTRIES: Final = 32_768
 
 
 def stored_tile(session: Session, level: int, index: int) -> bytes:
     """The stored hashes of tile `level/index` (as many as the tree has, up to 256)."""
     start = index * TILE_WIDTH
     rows = session.execute(
-        select(TreeHash.position, TreeHash.hash)
-        .where(
-            TreeHash.tile_level == level,
-            TreeHash.position >= start,
-            TreeHash.position < start + TILE_WIDTH,
-        )
-        .order_by(TreeHash.position)
+        _TILE_QUERY, {"level": level, "start": start, "end": start + TILE_WIDTH}
     ).all()
     hashes = []
     for expected, (position, value) in enumerate(rows, start):
@@ -268,29 +296,106 @@ def stored_tile(session: Session, level: int, index: int) -> bytes:
     return b"".join(hashes)
 
 
-def hash_reader(session: Session) -> HashAt:
-    """A `HashAt` over the stored tiles, each tile read at most once."""
+class TileCache:
+    """Tiles as read from `tree_hashes`, kept for a process's later reads (LRU, bounded
+    in bytes).
+
+    A stored hash never changes: the table is append-only (the database refuses UPDATE
+    and DELETE) and the append writes each position once. So a tile read once serves
+    every later proof and tile request: a full one for good, a partial one for every tree
+    it is long enough for (a longer read replaces it). Proofs touch the same few tiles
+    near the tree's right edge and above level 0 again and again; without the cache each
+    proof read five tiles (1,280 rows at 1,000,000 events).
+
+    Only committed hashes may go in: it is filled by read sessions (the /v1/log routes),
+    never by a transaction that appends (whose tree rows could still roll back).
+    """
+
+    def __init__(
+        self, max_bytes: int = TILE_CACHE_BYTES, max_subtrees: int = SUBTREE_CACHE_ENTRIES
+    ) -> None:
+        self._tiles: LRUCache[tuple[int, int], bytes] = LRUCache(maxsize=max_bytes, getsizeof=len)
+        # Complete subtrees between two tile levels, each rebuilt from up to 128 hashes of
+        # the tile below (127 SHA-256 calls): as immutable as the hashes they fold.
+        self.subtrees: LRUCache[tuple[int, int], bytes] = LRUCache(maxsize=max_subtrees)
+        self.lock = threading.Lock()
+
+    def get(self, level: int, index: int, width: int) -> bytes | None:
+        """Tile `level/index` if a read of at least `width` hashes is kept."""
+        with self.lock:
+            data = self._tiles.get((level, index))
+        return data if data is not None and len(data) >= width * HASH_SIZE else None
+
+    def put(self, level: int, index: int, data: bytes) -> None:
+        if not data:
+            return
+        with self.lock:
+            kept = self._tiles.get((level, index))
+            if kept is None or len(data) > len(kept):
+                self._tiles[(level, index)] = data
+
+    def read(self, session: Session, level: int, index: int, width: int) -> bytes:
+        """At least the first `width` hashes of tile `level/index` when the tree has them
+        (fewer when it does not), from the cache or else from `session`."""
+        data = self.get(level, index, width)
+        if data is None:
+            data = stored_tile(session, level, index)
+            self.put(level, index, data)
+        return data
+
+
+def hash_reader(session: Session, size: int, cache: TileCache | None = None) -> HashAt:
+    """A `HashAt` over the stored tiles of the tree of `size`, each tile read at most once
+    (and through `cache` when given: only for read sessions, see `TileCache`)."""
     tiles: dict[tuple[int, int], bytes] = {}
 
     def tile(level: int, index: int) -> bytes:
         key = (level, index)
-        if key not in tiles:
-            tiles[key] = stored_tile(session, level, index)
-        return tiles[key]
+        data = tiles.get(key)
+        if data is None:
+            width = tile_width(size, level, index)
+            if cache is None:
+                data = stored_tile(session, level, index)
+            else:
+                data = cache.read(session, level, index, width)
+            data = tiles[key] = data[: width * HASH_SIZE]
+        return data
 
-    return tile_hash_at(tile)
+    folded = tile_hash_at(tile)
+    if cache is None:
+        return folded
+
+    def hash_at(level: int, index: int) -> bytes:
+        if level % TILE_HEIGHT == 0:  # a tile's own hash: nothing to fold
+            return folded(level, index)
+        key = (level, index)
+        with cache.lock:
+            value = cache.subtrees.get(key)
+        if value is None:
+            value = folded(level, index)
+            with cache.lock:
+                cache.subtrees[key] = value
+        return value
+
+    return hash_at
 
 
-def tree_root(session: Session, size: int) -> bytes:
+def tree_root(session: Session, size: int, cache: TileCache | None = None) -> bytes:
     """MTH of the first `size` events, from the stored tree."""
-    return range_hash(hash_reader(session), 0, size) if size else EMPTY_ROOT
+    return range_hash(hash_reader(session, size, cache), 0, size) if size else EMPTY_ROOT
 
 
-def tile(session: Session, level: int, index: int, width: int | None) -> bytes:
+def tile(
+    session: Session, level: int, index: int, width: int | None, cache: TileCache | None = None
+) -> bytes:
     """Hash tile `level/index` (full, or its first `width` hashes); 404 if the tree does
     not have it yet."""
-    data = stored_tile(session, level, index)
     wanted = TILE_WIDTH if width is None else width
+    data = (
+        stored_tile(session, level, index)
+        if cache is None
+        else cache.read(session, level, index, wanted)
+    )
     if len(data) < wanted * HASH_SIZE:
         raise NotFound("the tree does not have this tile yet")
     return data[: wanted * HASH_SIZE]
@@ -321,7 +426,9 @@ class ConsistencyProof:
     hashes: list[str]
 
 
-def consistency(session: Session, old: int, new: int) -> ConsistencyProof:
+def consistency(
+    session: Session, old: int, new: int, cache: TileCache | None = None
+) -> ConsistencyProof:
     """The proof that the tree of size `old` is a prefix of the tree of size `new`; `new`
     must not exceed the latest checkpoint's size (422 naming the parameter)."""
     latest = _latest_size(session)
@@ -330,7 +437,7 @@ def consistency(session: Session, old: int, new: int) -> ConsistencyProof:
         raise Invalid(["query", "new"], message)
     if old > new:
         raise Invalid(["query", "old"], "old must not be greater than new")
-    hashes = consistency_proof(hash_reader(session), old, new)
+    hashes = consistency_proof(hash_reader(session, new, cache), old, new)
     return ConsistencyProof(old, new, [b64(h) for h in hashes])
 
 
@@ -344,31 +451,34 @@ class InclusionProof:
     checkpoint: str
 
 
-def inclusion(session: Session, seq: int, size: int | None) -> InclusionProof:
+def inclusion(
+    session: Session, seq: int, size: int | None, cache: TileCache | None = None
+) -> InclusionProof:
     """The proof that event `seq` is leaf seq - 1 of the checkpointed tree of `size`
-    (default: the latest checkpoint's); 422 if seq > size, 404 without such a checkpoint."""
+    (default: the latest checkpoint's); 422 if seq > size, 404 without such a checkpoint.
+    The leaf hash is the tree's: a checkpoint is only signed over leaves that are their
+    events' canonical bytes' hashes (`first_unauthentic`), and whoever holds the event
+    checks it against its own encoding anyway."""
     if size is None:
         size = _latest_size(session)
     if seq > size:
         raise Invalid(["query", "seq"], f"seq {seq} is not in the tree of size {size}")
-    checkpoint = checkpoint_of_size(session, size)
-    if checkpoint is None:
+    note: str | None = session.scalar(_NOTE_OF_SIZE, {"size": size})
+    if note is None:
         raise NotFound(f"no checkpoint of size {size} was published")
-    forms = list(repository.canonical_forms(session, seq, seq))
-    if not forms:
-        raise NotFound(f"no event {seq}")
-    hashes = inclusion_proof(hash_reader(session), seq - 1, size)
+    hash_at = hash_reader(session, size, cache)
+    hashes = inclusion_proof(hash_at, seq - 1, size)
     return InclusionProof(
         seq=seq,
         index=seq - 1,
         tree_size=size,
-        leaf_hash=b64(leaf_hash(forms[0][1])),
+        leaf_hash=b64(hash_at(0, seq - 1)),
         hashes=[b64(h) for h in hashes],
-        checkpoint=with_cosignatures(session, checkpoint),
+        checkpoint=cosigned_note(session, size, note),
     )
 
 
-def proof_bundle(session: Session, seq: int) -> str:
+def proof_bundle(session: Session, seq: int, cache: TileCache | None = None) -> str:
     """Event `seq` as a C2SP tlog-proof, provable offline: against the latest checkpoint a
     witness cosigned that covers it, else the latest checkpoint."""
     size = latest_cosigned_size(session, seq)
@@ -376,7 +486,7 @@ def proof_bundle(session: Session, seq: int) -> str:
         latest = latest_checkpoint(session)
         if latest is None or latest.size < seq:
             raise NotFound(f"event {seq} is not in a signed tree (yet)")
-    proof = inclusion(session, seq, size)
+    proof = inclusion(session, seq, size, cache)
     lines = [PROOF_HEADER, f"index {proof.index}", *proof.hashes]
     return "\n".join(lines) + "\n\n" + proof.checkpoint
 
@@ -396,8 +506,12 @@ class Publisher:
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Run in the background; with the served app's `loop`, checkpoints are stored in
+        the process's turn to write (`Database.write_from_thread`)."""
+        self._loop = loop
         self._thread = threading.Thread(target=self._run, name="checkpoints", daemon=True)
         self._thread.start()
 
@@ -414,13 +528,12 @@ class Publisher:
                     return None  # another worker is signing this round
             row = self._log.next_checkpoint(session)
         if row is not None:
-            with self._database.transaction() as session:
-                store_checkpoint(session, row)
+            self._database.write_from_thread(partial(store_checkpoint, row=row), self._loop)
         return row
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
                 self.publish_once()
-            except SQLAlchemyError as exc:  # the database is away: try again next time
+            except (SQLAlchemyError, LedgerUnavailable) as exc:  # away or busy: next time
                 log.warning("could not publish a tree checkpoint: %s", exc)

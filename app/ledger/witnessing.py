@@ -11,6 +11,7 @@ submission), so a witness gets one submission per round, not one per worker.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -18,6 +19,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Final
 
 import httpx
@@ -118,8 +120,12 @@ class Submitter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._witness_size: int | None = None  # what the witness last said it cosigned
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Run in the background; with the served app's `loop`, cosignatures are stored in
+        the process's turn to write (`Database.write_from_thread`)."""
+        self._loop = loop
         self._thread = threading.Thread(
             target=self._run, name=f"witness {self._peer.name}", daemon=True
         )
@@ -160,11 +166,11 @@ class Submitter:
                         break
                 else:
                     return False
-        with self._database.transaction() as session:
-            transparency.insert_new(session, TreeCosignature, {
-                "size": latest.size, "witness": self._peer.name, "line": line,
-                "received_at": self._clock(),
-            })  # fmt: skip
+        values = {"size": latest.size, "witness": self._peer.name, "line": line,
+                  "received_at": self._clock()}  # fmt: skip
+        self._database.write_from_thread(
+            partial(transparency.insert_new, model=TreeCosignature, values=values), self._loop
+        )
         self._witness_size = latest.size
         return True
 
@@ -177,7 +183,9 @@ class Submitter:
             text = "witness %s cosigned %d events, more than the latest checkpoint's %d: a fork?"
             log.error(text, name, old, checkpoint.size)
             return None
-        proof = consistency_proof(transparency.hash_reader(session), old, checkpoint.size)
+        proof = consistency_proof(
+            transparency.hash_reader(session, checkpoint.size), old, checkpoint.size
+        )
         body = f"old {old}\n" + "".join(base64.b64encode(h).decode() + "\n" for h in proof)
         response = http.post(
             f"{self._peer.url}/add-checkpoint", content=(body + "\n" + checkpoint.note).encode()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session, lazyload
 
 from app.policy.evaluator import ActorProfile, TrainingRecord
@@ -32,12 +32,23 @@ _TRAINING = (
 _ACTIVE_CLIENTS = select(_clients.c.client_id).where(
     _clients.c.client_id.in_(bindparam("names", expanding=True)), _clients.c.active
 )
+# Who a token names, read on every authenticated request: the columns that decide, not the
+# ORM user (whose training list is loaded with it, a second query each time).
+_SIGNED_IN = select(
+    _users.c.username, _users.c.roles, _users.c.active,
+    _users.c.password_hash.is_not(None).label("has_password"), _users.c.credential_version,
+).where(_users.c.username == bindparam("username"))  # fmt: skip
 _CLIENT_ACTIVE = select(_clients.c.active).where(_clients.c.client_id == bindparam("client_id"))
 
 
 def _chunks(names: Iterable[str]) -> list[list[str]]:
     ordered = sorted(set(names))
     return [ordered[i : i + CHUNK] for i in range(0, len(ordered), CHUNK)]
+
+
+def signed_in(session: Session, username: str) -> Row[Any] | None:
+    """(username, roles, active, has_password, credential_version) of a user, or None."""
+    return session.execute(_SIGNED_IN, {"username": username}).first()
 
 
 def user_by_username(session: Session, username: str) -> User | None:
