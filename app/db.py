@@ -200,13 +200,13 @@ class Database:
         served app's event loop; without one (CLI, tests), and on PostgreSQL (where the
         ledger's lock is the queue), a plain transaction.
         """
-        if loop is None or not self.sqlite:
-            with self.transaction() as session:
-                return work(session)
 
         def in_transaction() -> _T:
             with self.transaction() as session:
                 return work(session)
+
+        if loop is None or not self.sqlite:
+            return in_transaction()
 
         async def in_turn() -> _T:
             async with self.write_turn():

@@ -317,19 +317,19 @@ class TileCache:
         self._tiles: LRUCache[tuple[int, int], bytes] = LRUCache(maxsize=max_bytes, getsizeof=len)
         # Complete subtrees between two tile levels, each rebuilt from up to 128 hashes of
         # the tile below (127 SHA-256 calls): as immutable as the hashes they fold.
-        self.subtrees: LRUCache[tuple[int, int], bytes] = LRUCache(maxsize=max_subtrees)
-        self.lock = threading.Lock()
+        self._subtrees: LRUCache[tuple[int, int], bytes] = LRUCache(maxsize=max_subtrees)
+        self._lock = threading.Lock()
 
     def get(self, level: int, index: int, width: int) -> bytes | None:
         """Tile `level/index` if a read of at least `width` hashes is kept."""
-        with self.lock:
+        with self._lock:
             data = self._tiles.get((level, index))
         return data if data is not None and len(data) >= width * HASH_SIZE else None
 
     def put(self, level: int, index: int, data: bytes) -> None:
         if not data:
             return
-        with self.lock:
+        with self._lock:
             kept = self._tiles.get((level, index))
             if kept is None or len(data) > len(kept):
                 self._tiles[(level, index)] = data
@@ -343,6 +343,27 @@ class TileCache:
             self.put(level, index, data)
         return data
 
+    def subtree(self, level: int, index: int, fold: HashAt) -> bytes:
+        """The complete subtree `level/index`, kept, or `fold`ed now and kept."""
+        key = (level, index)
+        with self._lock:
+            value = self._subtrees.get(key)
+        if value is None:
+            value = fold(level, index)
+            with self._lock:
+                self._subtrees[key] = value
+        return value
+
+
+def read_tile(
+    session: Session, level: int, index: int, width: int, cache: TileCache | None
+) -> bytes:
+    """Tile `level/index` as stored (at least `width` hashes when the tree has them),
+    through `cache` when given."""
+    if cache is None:
+        return stored_tile(session, level, index)
+    return cache.read(session, level, index, width)
+
 
 def hash_reader(session: Session, size: int, cache: TileCache | None = None) -> HashAt:
     """A `HashAt` over the stored tiles of the tree of `size`, each tile read at most once
@@ -354,11 +375,8 @@ def hash_reader(session: Session, size: int, cache: TileCache | None = None) -> 
         data = tiles.get(key)
         if data is None:
             width = tile_width(size, level, index)
-            if cache is None:
-                data = stored_tile(session, level, index)
-            else:
-                data = cache.read(session, level, index, width)
-            data = tiles[key] = data[: width * HASH_SIZE]
+            data = read_tile(session, level, index, width, cache)[: width * HASH_SIZE]
+            tiles[key] = data
         return data
 
     folded = tile_hash_at(tile)
@@ -368,21 +386,14 @@ def hash_reader(session: Session, size: int, cache: TileCache | None = None) -> 
     def hash_at(level: int, index: int) -> bytes:
         if level % TILE_HEIGHT == 0:  # a tile's own hash: nothing to fold
             return folded(level, index)
-        key = (level, index)
-        with cache.lock:
-            value = cache.subtrees.get(key)
-        if value is None:
-            value = folded(level, index)
-            with cache.lock:
-                cache.subtrees[key] = value
-        return value
+        return cache.subtree(level, index, folded)
 
     return hash_at
 
 
-def tree_root(session: Session, size: int, cache: TileCache | None = None) -> bytes:
+def tree_root(session: Session, size: int) -> bytes:
     """MTH of the first `size` events, from the stored tree."""
-    return range_hash(hash_reader(session, size, cache), 0, size) if size else EMPTY_ROOT
+    return range_hash(hash_reader(session, size), 0, size) if size else EMPTY_ROOT
 
 
 def tile(
@@ -391,11 +402,7 @@ def tile(
     """Hash tile `level/index` (full, or its first `width` hashes); 404 if the tree does
     not have it yet."""
     wanted = TILE_WIDTH if width is None else width
-    data = (
-        stored_tile(session, level, index)
-        if cache is None
-        else cache.read(session, level, index, wanted)
-    )
+    data = read_tile(session, level, index, wanted, cache)
     if len(data) < wanted * HASH_SIZE:
         raise NotFound("the tree does not have this tile yet")
     return data[: wanted * HASH_SIZE]
