@@ -31,8 +31,10 @@ Issue 13's speed targets, on each database (a SQLite file; a PostgreSQL database
    round posts reported events in batches of 1,000, each over its server's one keep-alive
    connection (bench/ingest.py's `ingest`), the batches alternating between the two
    servers in ABBA pairs (facts-none, none-facts, ...), so that the log's
-   growth and the machine's drift weigh on both alike. Cost: the median over the rounds of
-   (rate without facts / rate with facts - 1). Target <= 10%.
+   growth and the machine's drift weigh on both alike. Cost: the median batch rate without
+   facts over the median batch rate with them, minus 1 (each median over all of a side's
+   batches; the rounds' own ratios are reported beside it, and swing with any stall of the
+   machine that lands in one of their few batches). Target <= 10%.
 
 3. **from approval to every worker** (PostgreSQL only): `access-audit serve --workers 4`,
    an admin proposes an amended policy (`POST /v1/policies`) and an oversight officer
@@ -430,6 +432,7 @@ def bench_facts(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     ingest(with_facts, warm[:1])
                     ingest(no_facts, warm[1:])
                     pair = {"facts": with_facts, "none": no_facts}
+                    batch_rates: dict[str, list[float]] = {name: [] for name in pair}
                     queue = iter(bodies)
                     for number in range(args.rounds):
                         got = {name: {"events": 0, "seconds": 0.0} for name in pair}
@@ -437,6 +440,7 @@ def bench_facts(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                             order = ["facts", "none"] if p % 2 == 0 else ["none", "facts"]
                             for name in order:
                                 result = ingest(pair[name], [next(queue)])
+                                batch_rates[name].append(result["events"] / result["seconds"])
                                 got[name]["events"] += result["events"]
                                 got[name]["seconds"] += result["seconds"]
                         for side in got.values():
@@ -454,7 +458,12 @@ def bench_facts(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         "rounds": rounds,
         "with_facts_events_per_s": median([r["facts"]["events_per_s"] for r in rounds]),
         "without_facts_events_per_s": median([r["none"]["events_per_s"] for r in rounds]),
-        "cost": median([r["cost"] for r in rounds]),
+        # The figure: the batches' median rates, each side's over all its batches. A stall
+        # of the machine (a WAL checkpoint, another process) lands in one batch, and so in
+        # one round's ratio, which it can swing by 30%; it barely moves a median of 100.
+        "batch_median_events_per_s": {k: median(v) for k, v in batch_rates.items()},
+        "cost": median(batch_rates["none"]) / median(batch_rates["facts"]) - 1,
+        "rounds_median_cost": median([r["cost"] for r in rounds]),
         "reports_by_facts": facts_recorded,
     }
 
@@ -728,15 +737,18 @@ def main() -> int:
             "rounds' ratios); RSS: peak growth of a child process over the pass"
         )
     if facts:
-        table = Table(["database", "events", "with facts ev/s", "without ev/s", "cost", "met"])
+        table = Table(["database", "events", "with facts ev/s", "without ev/s", "cost",
+                       "rounds' median", "met"])  # fmt: skip
         for f in facts:
-            table.add(f["database"], f["events"], f["with_facts_events_per_s"],
-                      f["without_facts_events_per_s"], f"{f['cost']:+.1%}",
+            rates = f["batch_median_events_per_s"]
+            table.add(f["database"], f["events"], rates["facts"], rates["none"],
+                      f"{f['cost']:+.1%}", f"{f['rounds_median_cost']:+.1%}",
                       "yes" if f["cost"] <= TARGET_FACTS_COST else "NO")  # fmt: skip
         print(table.render())
         print(
             f"target: recording facts costs <= {TARGET_FACTS_COST:.0%} of ingest "
-            f"(median of {args.rounds} alternating rounds)"
+            "(median batch rates over all batches, alternating ABBA in "
+            f"{args.rounds} rounds)"
         )
     if approval:
         table = Table(

@@ -415,6 +415,33 @@ def test_decisions_record_the_facts_they_were_judged_on(
     assert unknown_event.details["facts"]["actor"] is None
 
 
+def test_a_batch_records_each_reports_facts_as_of_its_own_local_date(
+    client: TestClient,
+    session: Session,
+    context: AppContext,
+    integration: dict[str, str],
+    clock: MovableClock,
+) -> None:
+    # The facts of one actor are built once per local date of a batch: reports either side
+    # of the day the training was done see it missing, then present, then missing again.
+    make_actor(session, context, "sgt.miller", ["guard_clerk"], ["greene"], trained_on="2026-03-02")
+    clock.set(at("2026-03-03T10:00:00-06:00"))
+    days = ["2026-03-01T23:30:00-06:00", "2026-03-02T00:30:00-06:00", "2026-03-01T22:00:00-06:00"]
+    reports = [{**decision(), "client_event_id": f"day-{i}", "occurred_at": occurred}
+               for i, occurred in enumerate(days)]  # fmt: skip
+    response = client.post("/v1/events", json={"events": reports}, headers=integration)
+    assert response.status_code == 200, response.text
+    seqs = [result["seq"] for result in response.json()["results"]]
+    facts = []
+    for seq in seqs:
+        event = session.get(Event, seq)
+        assert event is not None
+        facts.append(event.details["facts"]["actor"])
+    trained = sorted(context.policy.required_training)
+    assert [sorted(f["training"]) for f in facts] == [[], trained, []]
+    assert [r["decision"] for r in response.json()["results"]] == ["deny", "allow", "deny"]
+
+
 def test_training_expired_says_which_module_and_when(
     client: TestClient,
     session: Session,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from sqlalchemy.orm import Session
@@ -192,6 +192,9 @@ class Access:
         )
         reported_at = now if kind == Kind.report.value else None
         judged: list[tuple[Judgement, NewEvent]] = []
+        # An actor's facts are the same all day: built once per actor and local date (a
+        # batch of reports is mostly a few people's day; bench/replay.py, facts cost).
+        seen: dict[tuple[str, date], dict[str, Any] | None] = {}
         for request, count in zip(new, counts, strict=True):
             profile = profiles.get(request.body.actor)
             policy = book.at(request.at)
@@ -199,8 +202,10 @@ class Access:
                 profile, _access(request.body), request.at, reported_at=reported_at,
                 distinct_records_in_window=count,
             )  # fmt: skip
-            facts = {"actor": actor_facts(profile, policy.local_date(request.at)),
-                     "distinct_records": count}  # fmt: skip
+            day = (request.body.actor, policy.local_date(request.at))
+            if day not in seen:
+                seen[day] = actor_facts(profile, day[1])
+            facts = {"actor": seen[day], "distinct_records": count}
             judged.append((judgement, _event(kind, request, profile, judgement, policy, facts)))
         appended = locked.append(now, [event for _, event in judged])
         return _Written(locked.logged, first, {
