@@ -396,3 +396,28 @@ def test_the_publisher_stores_its_checkpoint_in_the_process_turn_to_write(
         runner.join(5)
         loop.close()
         context.dispose()
+
+
+def test_publisher_rounds_start_an_interval_apart_however_long_one_takes() -> None:
+    """A round's own length (reading the new leaves, waiting for the turn to write) is
+    taken from the next wait, not added to the period (and so to the checkpoint lag)."""
+    now = [0.0]
+    waits: list[float] = []
+    lengths = iter([0.4, 1.5, 0.1])
+
+    class Stop:
+        def wait(self, timeout: float) -> bool:
+            waits.append(round(timeout, 6))
+            now[0] += timeout
+            return len(waits) > 3
+
+    class Timed(transparency.Publisher):
+        def publish_once(self) -> TreeCheckpoint | None:
+            now[0] += next(lengths)
+            return None
+
+    publisher = Timed(None, None, 1.0, monotonic=lambda: now[0])  # type: ignore[arg-type]
+    publisher._stop = Stop()  # type: ignore[assignment]
+    publisher._run()
+    # 0.4 s round: 0.6 s left; a 1.5 s round: the next starts at once; 0.1 s: 0.9 s left.
+    assert waits == [1.0, 0.6, 0.0, 0.9]

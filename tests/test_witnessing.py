@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.context import AppContext, build_context
+from app.ledger import transparency
 from app.ledger.models import TreeCosignature
 from app.ledger.note import Verifier, open_note
 from app.ledger.service import NewEvent
@@ -131,6 +132,8 @@ def test_checkpoints_are_cosigned_served_and_a_down_witness_blocks_nothing(
         client.get("/v1/log/key").text.strip())])  # fmt: skip
     assert text.split("\n")[1] == "311"
     assert {v.name for v in signed} == {"oversight.example/w1", ORIGIN}
+    with context.database.reader() as session:  # an inclusion proof carries it too
+        assert transparency.inclusion(session, 5, 311).checkpoint == note
     metrics = client.get("/metrics").text
     assert 'audit_witness_lag_events{witness="oversight.example/w1"} 0.0' in metrics
     assert 'audit_witness_lag_events{witness="oversight.example/w2"} 311.0' in metrics

@@ -15,8 +15,9 @@ import asyncio
 import base64
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Final
@@ -173,7 +174,14 @@ _COSIGNATURES: Final = (
     .where(_cosignatures.c.size == bindparam("size"))
     .order_by(_cosignatures.c.witness)
 )
-_NOTE_OF_SIZE: Final = select(_checkpoints.c.note).where(_checkpoints.c.size == bindparam("size"))
+# A checkpoint's note with its cosignature lines, in one read (a proof's one round trip
+# for it): one row without cosignatures (line null), else one per witness, by witness.
+_COSIGNED_NOTE: Final = (
+    select(_checkpoints.c.note, _cosignatures.c.line)
+    .select_from(_checkpoints.outerjoin(_cosignatures, _cosignatures.c.size == _checkpoints.c.size))
+    .where(_checkpoints.c.size == bindparam("size"))
+    .order_by(_cosignatures.c.witness)
+)
 _LATEST_SIZE: Final = select(func.max(_checkpoints.c.size))
 
 
@@ -190,6 +198,14 @@ def with_cosignatures(session: Session, checkpoint: TreeCheckpoint) -> str:
 
 def cosigned_note(session: Session, size: int, note: str) -> str:
     return note + "".join(cosignature_lines(session, size))
+
+
+def cosigned_note_of_size(session: Session, size: int) -> str | None:
+    """The cosigned note of the checkpoint of `size` (None without one), in one read."""
+    rows = session.execute(_COSIGNED_NOTE, {"size": size}).all()
+    if not rows:
+        return None
+    return str(rows[0][0]) + "".join(line for _, line in rows if line is not None)
 
 
 def latest_cosigned_size(session: Session, at_least: int) -> int | None:
@@ -266,14 +282,17 @@ def _latest_size(session: Session) -> int:
 
 
 # One statement, built once: a tile is a range of one level's positions.
+_hashes = TreeHash.__table__
+# On the table's columns, not the mapped class's: rows come back as plain rows, without
+# the ORM's loading (a leaf tile read took 0.24 ms that way, 0.14 ms this way).
 _TILE_QUERY: Final = (
-    select(TreeHash.position, TreeHash.hash)
+    select(_hashes.c.position, _hashes.c.hash)
     .where(
-        TreeHash.tile_level == bindparam("level"),
-        TreeHash.position >= bindparam("start"),
-        TreeHash.position < bindparam("end"),
+        _hashes.c.tile_level == bindparam("level"),
+        _hashes.c.position >= bindparam("start"),
+        _hashes.c.position < bindparam("end"),
     )
-    .order_by(TreeHash.position)
+    .order_by(_hashes.c.position)
 )
 # 16 MiB of tiles: every tile above level 0 of a log of 500 million events, or 2,048 of
 # its leaf tiles (8 KiB each).
@@ -470,7 +489,7 @@ def inclusion(
         size = _latest_size(session)
     if seq > size:
         raise Invalid(["query", "seq"], f"seq {seq} is not in the tree of size {size}")
-    note: str | None = session.scalar(_NOTE_OF_SIZE, {"size": size})
+    note = cosigned_note_of_size(session, size)
     if note is None:
         raise NotFound(f"no checkpoint of size {size} was published")
     hash_at = hash_reader(session, size, cache)
@@ -481,7 +500,7 @@ def inclusion(
         tree_size=size,
         leaf_hash=b64(hash_at(0, seq - 1)),
         hashes=[b64(h) for h in hashes],
-        checkpoint=cosigned_note(session, size, note),
+        checkpoint=note,
     )
 
 
@@ -507,10 +526,17 @@ class Publisher:
     transaction, so the writers of the log wait for it no longer than for an insert; two
     workers that sign the same size store it once."""
 
-    def __init__(self, database: Database, log_: TransparencyLog, interval: float) -> None:
+    def __init__(
+        self,
+        database: Database,
+        log_: TransparencyLog,
+        interval: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._database = database
         self._log = log_
         self._interval = interval
+        self._monotonic = monotonic
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -539,7 +565,12 @@ class Publisher:
         return row
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        # Rounds start `interval` apart, however long one took (reading and checking the
+        # new leaves, waiting for the turn to write behind a batch): waiting a full interval
+        # after each round stretched the period, and so the lag, by the round's length.
+        started = self._monotonic()
+        while not self._stop.wait(max(0.0, self._interval - (self._monotonic() - started))):
+            started = self._monotonic()
             try:
                 self.publish_once()
             except (SQLAlchemyError, LedgerUnavailable) as exc:  # away or busy: next time
