@@ -14,17 +14,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from app.config import WitnessSetting
 from app.context import AppContext, build_context
-from app.ledger import merkle, repository, transparency
+from app.ledger import merkle, repository, transparency, witnessing
 from app.ledger.models import TreeCheckpoint, TreeHash
 from app.ledger.note import Checkpoint, Verifier, open_note
 from app.ledger.service import NewEvent
 from app.migrate import downgrade, upgrade
+from app.witness import Witness
 from tests.conftest import make_settings
 
 NOW = datetime(2025, 11, 3, 16, 0, tzinfo=UTC)
@@ -398,26 +401,51 @@ def test_the_publisher_stores_its_checkpoint_in_the_process_turn_to_write(
         context.dispose()
 
 
-def test_publisher_rounds_start_an_interval_apart_however_long_one_takes() -> None:
-    """A round's own length (reading the new leaves, waiting for the turn to write) is
-    taken from the next wait, not added to the period (and so to the checkpoint lag)."""
+class FakeStop:
+    """A stop event on a fake clock: each wait moves the clock on by its timeout; set
+    after `rounds` waits."""
+
+    def __init__(self, now: list[float], rounds: int) -> None:
+        self.now, self.rounds, self.waits = now, rounds, list[float]()
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(round(timeout, 6))
+        self.now[0] += timeout
+        return len(self.waits) > self.rounds
+
+
+def test_publisher_and_submitter_rounds_start_an_interval_apart_however_long_one_takes(
+    context: AppContext,
+) -> None:
+    """A round's own length (reading the new leaves, waiting for the turn to write, a slow
+    witness) is taken from the next wait, not added to the period (and so to the lag)."""
     now = [0.0]
-    waits: list[float] = []
-    lengths = iter([0.4, 1.5, 0.1])
 
-    class Stop:
-        def wait(self, timeout: float) -> bool:
-            waits.append(round(timeout, 6))
-            now[0] += timeout
-            return len(waits) > 3
+    class Publisher(transparency.Publisher):
+        lengths = iter([0.4, 1.5, 0.1])
 
-    class Timed(transparency.Publisher):
         def publish_once(self) -> TreeCheckpoint | None:
-            now[0] += next(lengths)
+            now[0] += next(self.lengths)
             return None
 
-    publisher = Timed(None, None, 1.0, monotonic=lambda: now[0])  # type: ignore[arg-type]
-    publisher._stop = Stop()  # type: ignore[assignment]
-    publisher._run()
-    # 0.4 s round: 0.6 s left; a 1.5 s round: the next starts at once; 0.1 s: 0.9 s left.
-    assert waits == [1.0, 0.6, 0.0, 0.9]
+    class Submitter(witnessing.Submitter):
+        lengths = iter([0.4, 1.5, 0.1])
+
+        def submit_once(self) -> bool:
+            now[0] += next(self.lengths)
+            return False
+
+    away = Witness("oversight.example/w", Ed25519PrivateKey.generate(), Path("/nonexistent"), [])
+    peer = witnessing.WitnessPeer.from_setting(
+        WitnessSetting(url="http://127.0.0.1:9", vkey=away.vkey)
+    )
+    for worker in (
+        Publisher(context.database, context.transparency, 1.0, monotonic=lambda: now[0]),
+        Submitter(context.database, peer, interval=1.0, timeout=1.0, clock=context.clock,
+                  monotonic=lambda: now[0]),
+    ):  # fmt: skip
+        stop = FakeStop(now, 3)
+        worker._stop = stop  # type: ignore[assignment]
+        worker._run()
+        # 0.4 s round: 0.6 s left; a 1.5 s round: the next at once; 0.1 s: 0.9 s left.
+        assert stop.waits == [1.0, 0.6, 0.0, 0.9]

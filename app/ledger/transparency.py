@@ -29,7 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app.clock import Clock
+from app.clock import Clock, rounds
 from app.db import Base, Database
 from app.errors import Invalid, LedgerUnavailable, NotFound
 from app.ledger import repository
@@ -565,12 +565,9 @@ class Publisher:
         return row
 
     def _run(self) -> None:
-        # Rounds start `interval` apart, however long one took (reading and checking the
-        # new leaves, waiting for the turn to write behind a batch): waiting a full interval
-        # after each round stretched the period, and so the lag, by the round's length.
-        started = self._monotonic()
-        while not self._stop.wait(max(0.0, self._interval - (self._monotonic() - started))):
-            started = self._monotonic()
+        # A round reads and checks the new leaves and may wait for the turn to write
+        # behind a batch: its length comes out of the wait for the next (`rounds`).
+        for _ in rounds(self._stop, self._interval, self._monotonic):
             try:
                 self.publish_once()
             except (SQLAlchemyError, LedgerUnavailable) as exc:  # away or busy: next time

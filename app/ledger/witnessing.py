@@ -16,7 +16,8 @@ import base64
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -26,7 +27,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.clock import Clock
+from app.clock import Clock, rounds
 from app.config import WitnessSetting
 from app.db import Database
 from app.ledger import transparency
@@ -111,11 +112,13 @@ class Submitter:
         interval: float,
         timeout: float,
         clock: Clock,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._database = database
         self._peer = peer
         self._interval = interval
         self._clock = clock
+        self._monotonic = monotonic
         self._timeout = timeout
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,7 +140,7 @@ class Submitter:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        for _ in rounds(self._stop, self._interval, self._monotonic):
             try:
                 self.submit_once()
             except Exception as exc:  # never let a witness take the thread down
