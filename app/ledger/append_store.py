@@ -368,9 +368,12 @@ class PostgresStore(AppendStore):
         "SELECT * FROM unnest(%s::text[], %s::integer[], %s::bigint[], %s::text[], "
         "%s::text[], %s::bigint[], %s::bigint[])"
     )).format(least="LEAST", greatest="GREATEST")  # fmt: skip
+    # The arrays go in binary (%b): as text every hash is hex-escaped on the way and parsed
+    # on arrival, and a batch's 1,000 tree rows took 8 ms instead of 2 (bench/transparency.py:
+    # append with the tree against without it).
     _TREE = (
         "INSERT INTO tree_hashes (tile_level, position, hash, authenticator) "
-        "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[], %s::bytea[])"
+        "SELECT * FROM unnest(%b::smallint[], %b::bigint[], %b::bytea[], %b::bytea[])"
     )
     _STORED = _STORED_HASHES.format(mark="%s")
 
