@@ -43,6 +43,25 @@ def test_appends_chain_hashes_over_canonical_form(session: Session, context: App
         prev = event.hash
 
 
+def test_details_the_fast_encoder_refuses_are_stored_all_the_same(
+    session: Session, context: AppContext
+) -> None:
+    # An integer past 64 bits has a canonical form (the stdlib's) but none in orjson, which
+    # writes the stored text: the append falls back rather than fail.
+    details = {"n": 2**70, "é": [1.5e-7, None]}
+    [appended] = context.ledger.append(
+        session, context.clock(), [NewEvent(kind="admin", actor="system", action="test",
+                                            details=details)]
+    )  # fmt: skip
+    session.flush()
+    session.expire_all()
+    event = session.get(Event, appended.seq)
+    assert event is not None
+    assert event.details == details
+    row = {c: getattr(event, c) for c in Event.__table__.columns.keys()}
+    assert event.hash == chain_hash(event.prev_hash, canonical_bytes(row))
+
+
 @pytest.mark.parametrize(
     "statement",
     [

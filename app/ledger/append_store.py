@@ -111,12 +111,17 @@ def _stored_json(value: Any) -> str:
 
     The stored text is only ever parsed back (the hashed form is the canonical one, made
     before it), so any encoder that round-trips will do: orjson, at a twentieth of
-    `json.dumps`'s cost on an event's details (bench/replay.py: recording facts). Where the
-    two differ (orjson refuses integers past 64 bits and writes NaN as null) the canonical
-    form, made first, has already refused the value."""
+    `json.dumps`'s cost on an event's details (bench/replay.py: recording facts). What
+    orjson refuses and the canonical form takes (an integer past 64 bits) is written by
+    `json.dumps`; NaN, which orjson would write as null, the canonical form has refused."""
     if isinstance(value, list):
         return _json_list(tuple(value))
-    return "{}" if not value else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    if not value:
+        return "{}"
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value)
 
 
 class AppendStore:
