@@ -147,7 +147,9 @@ def build_context(
     cursors = Cursors(keys.jwt_secret)
     book = PolicyBook(policy)
     access = Access(book, ledger, clock)
-    transparency = TransparencyLog(keys.signer, settings.log_origin, signing_clock, trusted)
+    transparency = TransparencyLog(
+        keys.signer, settings.log_origin, signing_clock, trusted, appended=ledger.appended
+    )
     reports = Reports(book, ledger, clock, cursors)
     exports = Exports(database, ledger, reports, clock, transparency)
     policies = Policies(

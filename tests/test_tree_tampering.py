@@ -78,6 +78,66 @@ def test_a_chained_row_inserted_behind_the_service_is_caught_and_never_checkpoin
     )
 
 
+def latest_size(session: Session) -> int:
+    return session.scalar(select(TreeCheckpoint.size).order_by(TreeCheckpoint.size.desc())) or 0
+
+
+class RowsReadBack:
+    """Counts the events the publisher reads back from their rows (the full check)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.seqs: list[int] = []
+        real = repository.stored_leaves
+
+        def counted(session: Session, first: int, last: int, leaves: bool = True) -> Any:
+            for row in real(session, first, last, leaves):
+                self.seqs.append(row[0])
+                yield row
+
+        monkeypatch.setattr(repository, "stored_leaves", counted)
+
+
+def test_the_publisher_checks_what_this_process_committed_from_the_tree_alone(
+    session: Session, context: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_back = RowsReadBack(monkeypatch)
+    append(session, context, 300)
+    session.rollback()  # not in the log: not remembered
+    assert len(context.ledger.appended) == 0
+    append(session, context, 300)
+    session.commit()
+    assert len(context.ledger.appended) == 300
+    context.transparency.publish(session)
+    assert latest_size(session) == 300
+    assert read_back.seqs == []  # each leaf compared with the one appended, not rebuilt
+    context.transparency.publish(session)  # the next round forgets what is checkpointed
+    assert len(context.ledger.appended) == 0
+
+
+def test_what_the_tree_contradicts_or_the_process_did_not_append_is_checked_from_its_rows(
+    session: Session, context: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_back = RowsReadBack(monkeypatch)
+    append(session, context, 10)
+    session.commit()
+    # A remembered leaf that the tree does not hold (a stale hint) sends its run of
+    # remembered seqs to the full check, which finds the rows authentic: signed.
+    context.ledger.appended._add(4, [b"\x00" * 32])
+    context.transparency.publish(session)
+    assert latest_size(session) == 10
+    assert read_back.seqs == list(range(1, 11))
+    # A forged row between two committed appends of this process: its seq alone is read
+    # back, and refused; no checkpoint covers it.
+    forged = forge_next_event(session, True, mark=b"\x00" * 36)
+    session.commit()
+    append(session, context, 5)
+    session.commit()
+    read_back.seqs.clear()
+    context.transparency.publish(session)
+    assert read_back.seqs == [forged]
+    assert latest_size(session) == forged - 1
+
+
 def test_a_rewrite_resigned_with_a_key_added_to_the_database_fails_pinned_verification(
     new_database: Callable[[], str],
     tmp_path: Path,

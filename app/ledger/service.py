@@ -33,6 +33,7 @@ from app.ledger.append_store import (
     WindowBucket,
     WindowReads,
 )
+from app.ledger.appended import AppendedLeaves
 from app.ledger.canonical import GENESIS_HASH, chain_hash, encode_canonical, format_timestamp
 from app.ledger.merkle import ProofError, grow, leaf_hash
 from app.ledger.models import CONTENT_FIELDS, EVENT_FIELDS, HASHED_FIELDS, Checkpoint, Event
@@ -137,6 +138,8 @@ class Ledger:
         self.lock_timeout = lock_timeout
         self.volume = volume
         self.signing_clock = signing_clock
+        # The leaves this process appended, for the checkpoint publisher (`appended`).
+        self.appended = AppendedLeaves()
 
     def lock(
         self,
@@ -375,6 +378,7 @@ class LockedAppend:
             for i, (level, position, value) in enumerate(hashes)
         ]
         store.insert(session, rows, upkeep, tree)
+        ledger.appended.pending(session, size + 1, leaves)
         if checkpoints:
             ledger.publish_key(self._session)
             repository.insert_checkpoints(self._session, checkpoints)

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 from cachetools import LRUCache
 from sqlalchemy import bindparam, func, select
@@ -33,6 +33,7 @@ from app.clock import Clock, rounds
 from app.db import Base, Database
 from app.errors import Invalid, LedgerUnavailable, NotFound
 from app.ledger import repository
+from app.ledger.appended import AppendedLeaves
 from app.ledger.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -76,8 +77,11 @@ class TransparencyLog:
         configured_origin: str | None,
         signing_clock: Clock,
         trusted: Sequence[Verifier] = (),
+        appended: AppendedLeaves | None = None,
     ) -> None:
         self._key = signer.private_key
+        # What this process appended (the append's `Ledger.appended`): checked cheaply.
+        self._appended = appended if appended is not None else AppendedLeaves()
         self._trusted = list(trusted)
         self.authenticator = Authenticator.of(signer.private_key)
         self._refused: int | None = None  # the seq last refused a checkpoint (logged once)
@@ -120,12 +124,15 @@ class TransparencyLog:
         """A checkpoint of every committed event, signed now, if the tree grew since the
         latest one (the empty tree's for a new log); None when there is nothing new."""
         latest = session.scalar(select(func.max(TreeCheckpoint.size)))
+        self._appended.forget_through(latest or 0)
         head = repository.head(session)
         size = head[0] if head else 0
         if latest is not None and size <= latest:
             return None
         # Never sign over an event the service did not write: stop before the first one.
-        found = first_unauthentic(session, self.authenticator, (latest or 0) + 1, size)
+        found = first_unauthentic(
+            session, self.authenticator, (latest or 0) + 1, size, self._appended
+        )
         if found is not None:
             seq, problem = found
             if self._refused != seq:
@@ -179,6 +186,16 @@ _COSIGNED_NOTE: Final = (
     .order_by(_cosignatures.c.witness)
 )
 _LATEST_SIZE: Final = select(func.max(_checkpoints.c.size))
+# The leaves (and their authenticators) of positions start … end - 1.
+_LEAVES: Final = (
+    select(_hashes.c.position, _hashes.c.hash, _hashes.c.authenticator)
+    .where(
+        _hashes.c.tile_level == 0,
+        _hashes.c.position >= bindparam("start"),
+        _hashes.c.position < bindparam("end"),
+    )
+    .order_by(_hashes.c.position)
+)
 
 
 def cosigned_note(session: Session, size: int) -> str | None:
@@ -203,14 +220,58 @@ def latest_cosigned_size(session: Session, at_least: int) -> int | None:
 
 
 def first_unauthentic(
-    session: Session, authenticator: Authenticator, first: int, last: int
+    session: Session,
+    authenticator: Authenticator,
+    first: int,
+    last: int,
+    appended: AppendedLeaves | None = None,
 ) -> tuple[int, str] | None:
     """(seq, what is wrong) of the first event in first … last that the service did not
     write as it stands: its leaf in the tree is not its canonical bytes' hash, or the leaf
-    lacks this key's authenticator (events before `authenticated_from` are not asked)."""
+    lacks this key's authenticator (events before `authenticated_from` are not asked).
+
+    For the events this process appended (`appended`), the leaf it computed stands in
+    for the hash of the row read back (see `app.ledger.appended`); a stored leaf that
+    differs sends the event to the full check."""
     first = max(first, repository.authenticated_from(session))
-    if first > last:
-        return None
+    at = first
+    while at <= last:
+        end, remembered = appended.run(at, last) if appended else (last, None)
+        rows = None if remembered is None else _leaves_if(session, at, end, remembered)
+        if rows is not None:
+            found = _first_unmarked(authenticator, rows)
+        else:
+            found = _first_unwritten(session, authenticator, at, end)
+        if found is not None:
+            return found
+        at = end + 1
+    return None
+
+
+def _leaves_if(
+    session: Session, first: int, last: int, leaves: list[bytes]
+) -> Sequence[Sequence[Any]] | None:
+    """The tree's leaves of seqs first … last (position, hash, authenticator) if their
+    hashes are exactly `leaves`, else None."""
+    rows = session.execute(_LEAVES, {"start": first - 1, "end": last}).all()
+    return rows if [bytes(value) for _, value, _ in rows] == leaves else None
+
+
+def _first_unmarked(
+    authenticator: Authenticator, rows: Sequence[Sequence[Any]]
+) -> tuple[int, str] | None:
+    """(seq, what is wrong) of the first of the leaves `rows` without this key's mark."""
+    for position, value, mark in rows:
+        problem = authenticator.check(bytes(value), None if mark is None else bytes(mark))
+        if problem is not None:
+            return position + 1, problem
+    return None
+
+
+def _first_unwritten(
+    session: Session, authenticator: Authenticator, first: int, last: int
+) -> tuple[int, str] | None:
+    """The full check of seqs first … last, each from its row read back."""
     for seq, canonical, stored, mark in repository.stored_leaves(session, first, last):
         leaf = leaf_hash(canonical)
         if stored != leaf:
