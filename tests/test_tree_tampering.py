@@ -5,6 +5,8 @@ seq; no tree checkpoint is signed over a forged row."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
@@ -22,7 +25,7 @@ from app.ledger import merkle, repository
 from app.ledger.canonical import canonical_bytes, chain_hash
 from app.ledger.models import Event, SigningKey, TreeCheckpoint, TreeHash
 from app.ledger.note import Checkpoint, NoteSigner
-from app.ledger.signing import Signer
+from app.ledger.signing import Signer, key_id_of
 from tests.conftest import make_settings
 from tests.test_integrity import append, attack, verify
 
@@ -76,6 +79,24 @@ def test_a_chained_row_inserted_behind_the_service_is_caught_and_never_checkpoin
     assert session.scalar(select(TreeCheckpoint.size).order_by(TreeCheckpoint.size.desc())) < (
         forged
     )
+
+
+def test_every_leaf_carries_the_documented_authenticator(
+    session: Session, context: AppContext
+) -> None:
+    """docs/integrity.md, Authenticated events: the key's 4-byte tag, then
+    HMAC-SHA256(HMAC-SHA256(private seed, context), leaf hash); computed here with the
+    standard library's hmac, as an outside verifier would."""
+    append(session, context, 300)
+    key = context.ledger.signer.private_key
+    seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    k = hmac.new(seed, b"access-audit event authenticator v1", hashlib.sha256).digest()
+    tag = bytes.fromhex(key_id_of(key.public_key()))[:4]
+    leaves = session.execute(select(TreeHash.hash, TreeHash.authenticator).where(
+        TreeHash.tile_level == 0)).all()  # fmt: skip
+    assert len(leaves) == 300
+    for leaf, mark in leaves:
+        assert mark == tag + hmac.new(k, leaf, hashlib.sha256).digest()
 
 
 def latest_size(session: Session) -> int:
