@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log a line per HTTP request (off: paths name case records and actors)",
+    )
     serve.set_defaults(run=_serve)
 
     migrate = sub.add_parser("migrate", help="bring the database schema to head")
@@ -218,6 +223,10 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         proxy_headers=False,
         log_level="info",
+        # Off unless asked for: a request line carries its path and query, which name case
+        # records, actors and filters, in plain text outside the log; the log itself and
+        # /metrics (by route template) say what was done. It also costs every request.
+        access_log=args.access_log,
     )
     return 0
 

@@ -129,6 +129,7 @@ def trivial_server_command(port: int) -> list[str]:
         "--no-proxy-headers",
         "--log-level",
         "info",
+        "--no-access-log",
     ]
 
 

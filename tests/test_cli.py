@@ -122,3 +122,19 @@ def test_log_info_prints_a_generated_origin_kept_with_the_database(
     monkeypatch.setenv("AUDIT_LOG_ORIGIN", "audit.dps.example/guard-mission")
     assert main(["log", "info"]) == 0
     assert capsys.readouterr().out.split()[1] == "audit.dps.example/guard-mission"
+
+
+@pytest.mark.parametrize(("flags", "logged"), [([], False), (["--access-log"], True)])
+def test_serve_writes_request_lines_only_when_asked(
+    environment: str, monkeypatch: pytest.MonkeyPatch, flags: list[str], logged: bool
+) -> None:
+    """A request line names its path and query (case records, actors, filters) in plain
+    text outside the log: `serve` leaves uvicorn's access log off unless asked."""
+    import uvicorn
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(options, app=app))
+    assert main(["serve", "--port", "8123", *flags]) == 0
+    assert seen["app"] == "app.main:app"
+    assert seen["port"] == 8123
+    assert seen["access_log"] is logged
