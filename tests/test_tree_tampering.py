@@ -16,12 +16,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.cli import main
 from app.context import AppContext, build_context
-from app.ledger import merkle, repository
+from app.ledger import merkle, repository, transparency
+from app.ledger.appended import AppendedLeaves
 from app.ledger.canonical import canonical_bytes, chain_hash
 from app.ledger.models import Event, SigningKey, TreeCheckpoint, TreeHash
 from app.ledger.note import Checkpoint, NoteSigner
@@ -242,3 +243,39 @@ def test_a_tail_cut_after_the_last_chain_checkpoint_is_caught_by_the_tree(
     assert body["problem"] == (
         f"head seq {head[0] - 5} is behind the tree checkpoint of size {head[0]}"
     )
+
+
+def test_remembered_leaves_are_bounded_and_dropped_once_checkpointed(
+    new_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """Beyond the bound an append is not remembered (its rows get the full check), and a
+    worker that loses the turn to sign still drops what another worker signed."""
+    small = AppendedLeaves(limit=3)
+    small._add(1, [b"a" * 32, b"b" * 32])
+    small._add(3, [b"c" * 32, b"d" * 32])  # would pass the bound: not remembered
+    assert (len(small), small.run(1, 4)) == (2, (2, [b"a" * 32, b"b" * 32]))
+    assert small.run(3, 4) == (4, None)
+
+    url = new_database()
+    one, other = (build_context(make_settings(url, tmp_path)) for _ in range(2))
+    try:
+        with one.database.transaction() as session:
+            append(session, one, 20)
+        assert len(one.ledger.appended) == 20
+        with other.database.transaction() as session:
+            other.transparency.publish(session)  # the other worker signs all 20
+        held = None
+        if not one.database.sqlite:  # the other worker holds the turn to sign
+            held = other.database.engine.connect()
+            held.execute(select(func.pg_advisory_lock(transparency.PUBLISH_LOCK_KEY)))
+        try:
+            publisher = one.publisher()
+            row = publisher.publish_once()
+        finally:
+            if held is not None:
+                held.close()
+        assert row is None  # nothing new to sign, or not this worker's turn
+        assert len(one.ledger.appended) == 0
+    finally:
+        one.dispose()
+        other.dispose()

@@ -29,9 +29,10 @@ from typing import Final
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
-# At most this many leaves are remembered (about 100 bytes each): when checkpoints stop
-# growing (a refused event), later appends are checked from their rows again.
-MAX_REMEMBERED: Final = 1_000_000
+# At most this many leaves are remembered (some 150 bytes each, 30 MB in all): a checkpoint
+# every second drops them long before; when checkpoints stop growing (a refused event),
+# later appends are checked from their rows again.
+MAX_REMEMBERED: Final = 200_000
 _PENDING: Final = "access-audit: leaves appended in this transaction"
 
 

@@ -123,8 +123,7 @@ class TransparencyLog:
     def next_checkpoint(self, session: Session) -> TreeCheckpoint | None:
         """A checkpoint of every committed event, signed now, if the tree grew since the
         latest one (the empty tree's for a new log); None when there is nothing new."""
-        latest = session.scalar(select(func.max(TreeCheckpoint.size)))
-        self._appended.forget_through(latest or 0)
+        latest = self.forget_checkpointed(session)
         head = repository.head(session)
         size = head[0] if head else 0
         if latest is not None and size <= latest:
@@ -150,6 +149,13 @@ class TransparencyLog:
             note=text + "\n" + signer.signature_line(text),
             signed_at=self.signing_clock(),
         )
+
+    def forget_checkpointed(self, session: Session) -> int | None:
+        """The latest checkpoint's size (None before the first); the leaves this process
+        remembers for the checks before signing are dropped up to it."""
+        latest: int | None = session.scalar(_LATEST_SIZE)
+        self._appended.forget_through(latest or 0)
+        return latest
 
     def publish(self, session: Session) -> TreeCheckpoint | None:
         """`next_checkpoint`, stored (in one session: the CLI, start-up, tests)."""
@@ -605,7 +611,9 @@ class Publisher:
             if session.get_bind().dialect.name == "postgresql":
                 turn = func.pg_try_advisory_xact_lock(PUBLISH_LOCK_KEY)
                 if not session.scalar(select(turn)):
-                    return None  # another worker is signing this round
+                    # Another worker is signing this round; what it signed needs no check.
+                    self._log.forget_checkpointed(session)
+                    return None
             row = self._log.next_checkpoint(session)
         if row is not None:
             self._database.write_from_thread(partial(store_checkpoint, row=row), self._loop)
