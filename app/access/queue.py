@@ -43,12 +43,14 @@ class DecisionQueue:
     def __init__(self, database: Database, access: Access) -> None:
         self.database = database
         self.access = access
+        # One group in flight at a time (`submit`'s default), on either database: the
+        # next group forms while this one is written. Two in flight on PostgreSQL (one
+        # group's reads overlapping the other's locked append) made smaller groups that
+        # cost more CPU a decision and were slower at 16 connections and at 64
+        # (bench/decisions.py on 2 cores: 587 against 705/s and 1,034 against 1,045/s;
+        # 1.45 against 1.06 ms of server CPU a decision at 16). On SQLite a second group
+        # would only wait for the write turn.
         self._groups = GroupQueue[Ask, DecisionResult](MAX_GROUP)
-        # Groups in flight at once. PostgreSQL: two, so that one group's reads made before
-        # the ledger lock (clients, actor profiles) overlap the other's locked append and
-        # commit. SQLite: one, as a second group would only wait for the write turn,
-        # holding requests that could have joined the next group.
-        self._running = 1 if database.sqlite else 2
 
     async def decide(self, ask: Ask) -> DecisionResult:
         """Queue `ask`, and return its result once the group it joined is committed."""
@@ -57,7 +59,7 @@ class DecisionQueue:
             async with self.database.write_turn():
                 return await run_in_threadpool(self._write, asks)
 
-        return await self._groups.submit(self, ask, run, self._running)
+        return await self._groups.submit(self, ask, run)
 
     def _write(self, asks: Sequence[Ask]) -> list[DecisionResult | Exception]:
         try:
