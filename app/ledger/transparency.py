@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any, Final
 
 from cachetools import LRUCache
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -77,11 +77,12 @@ class TransparencyLog:
         configured_origin: str | None,
         signing_clock: Clock,
         trusted: Sequence[Verifier] = (),
-        appended: AppendedLeaves | None = None,
+        *,
+        appended: AppendedLeaves,
     ) -> None:
         self._key = signer.private_key
         # What this process appended (the append's `Ledger.appended`): checked cheaply.
-        self._appended = appended if appended is not None else AppendedLeaves()
+        self._appended = appended
         self._trusted = list(trusted)
         self.authenticator = Authenticator.of(signer.private_key)
         self._refused: int | None = None  # the seq last refused a checkpoint (logged once)
@@ -192,16 +193,6 @@ _COSIGNED_NOTE: Final = (
     .order_by(_cosignatures.c.witness)
 )
 _LATEST_SIZE: Final = select(func.max(_checkpoints.c.size))
-# The leaves (and their authenticators) of positions start … end - 1.
-_LEAVES: Final = (
-    select(_hashes.c.position, _hashes.c.hash, _hashes.c.authenticator)
-    .where(
-        _hashes.c.tile_level == 0,
-        _hashes.c.position >= bindparam("start"),
-        _hashes.c.position < bindparam("end"),
-    )
-    .order_by(_hashes.c.position)
-)
 
 
 def cosigned_note(session: Session, size: int) -> str | None:
@@ -230,7 +221,7 @@ def first_unauthentic(
     authenticator: Authenticator,
     first: int,
     last: int,
-    appended: AppendedLeaves | None = None,
+    appended: AppendedLeaves,
 ) -> tuple[int, str] | None:
     """(seq, what is wrong) of the first event in first … last that the service did not
     write as it stands: its leaf in the tree is not its canonical bytes' hash, or the leaf
@@ -242,10 +233,10 @@ def first_unauthentic(
     first = max(first, repository.authenticated_from(session))
     at = first
     while at <= last:
-        end, remembered = appended.run(at, last) if appended else (last, None)
-        rows = None if remembered is None else _leaves_if(session, at, end, remembered)
-        if rows is not None:
-            found = _first_unmarked(authenticator, rows)
+        end, remembered = appended.run(at, last)
+        leaves = None if remembered is None else _leaves_if(session, at, end, remembered)
+        if leaves is not None:
+            found = _first_unmarked(authenticator, leaves)
         else:
             found = _first_unwritten(session, authenticator, at, end)
         if found is not None:
@@ -255,22 +246,26 @@ def first_unauthentic(
 
 
 def _leaves_if(
-    session: Session, first: int, last: int, leaves: list[bytes]
-) -> Sequence[Sequence[Any]] | None:
-    """The tree's leaves of seqs first … last (position, hash, authenticator) if their
-    hashes are exactly `leaves`, else None."""
-    rows = session.execute(_LEAVES, {"start": first - 1, "end": last}).all()
-    return rows if [bytes(value) for _, value, _ in rows] == leaves else None
+    session: Session, first: int, last: int, remembered: list[bytes]
+) -> list[tuple[int, bytes, bytes | None]] | None:
+    """(seq, leaf, authenticator) of seqs first … last as the tree holds them, if their
+    leaves are exactly the `remembered` ones; else None."""
+    rows = session.execute(_LEAVES, {"level": 0, "start": first - 1, "end": last})
+    leaves = [
+        (position + 1, bytes(value), None if mark is None else bytes(mark))
+        for position, value, mark in rows
+    ]
+    return leaves if [leaf for _, leaf, _ in leaves] == remembered else None
 
 
 def _first_unmarked(
-    authenticator: Authenticator, rows: Sequence[Sequence[Any]]
+    authenticator: Authenticator, leaves: Sequence[tuple[int, bytes, bytes | None]]
 ) -> tuple[int, str] | None:
-    """(seq, what is wrong) of the first of the leaves `rows` without this key's mark."""
-    for position, value, mark in rows:
-        problem = authenticator.check(bytes(value), None if mark is None else bytes(mark))
+    """(seq, what is wrong) of the first of `leaves` without this key's authenticator."""
+    for seq, leaf, mark in leaves:
+        problem = authenticator.check(leaf, mark)
         if problem is not None:
-            return position + 1, problem
+            return seq, problem
     return None
 
 
@@ -335,18 +330,26 @@ def _latest_size(session: Session) -> int:
 # --- the stored tree -------------------------------------------------------------------
 
 
-# One statement, built once: a tile is a range of one level's positions. On the table's
+def _positions(*columns: ColumnElement[Any]) -> Select[Any]:
+    """`columns` of the positions start … end - 1 of a level, in order (bound parameters
+    `level`, `start`, `end`)."""
+    return (
+        select(*columns)
+        .where(
+            _hashes.c.tile_level == bindparam("level"),
+            _hashes.c.position >= bindparam("start"),
+            _hashes.c.position < bindparam("end"),
+        )
+        .order_by(_hashes.c.position)
+    )
+
+
+# Statements built once: a tile is a range of one level's positions. On the table's
 # columns, not the mapped class's: rows come back as plain rows, without the ORM's
 # loading (a leaf tile read took 0.24 ms that way, 0.14 ms this way).
-_TILE_QUERY: Final = (
-    select(_hashes.c.position, _hashes.c.hash)
-    .where(
-        _hashes.c.tile_level == bindparam("level"),
-        _hashes.c.position >= bindparam("start"),
-        _hashes.c.position < bindparam("end"),
-    )
-    .order_by(_hashes.c.position)
-)
+_TILE_QUERY: Final = _positions(_hashes.c.position, _hashes.c.hash)
+# A tile's leaves with their authenticators (the checks before signing).
+_LEAVES: Final = _positions(_hashes.c.position, _hashes.c.hash, _hashes.c.authenticator)
 # 16 MiB of tiles: every tile above level 0 of a log of 500 million events, or 2,048 of
 # its leaf tiles (8 KiB each).
 TILE_CACHE_BYTES: Final = 16 << 20
