@@ -60,6 +60,8 @@ class AppendedLeaves:
         """The longest run of seqs from `first` (at most to `last`) that are all remembered
         or all not: (its last seq, its leaves in order, or None for a run not remembered)."""
         with self._lock:
+            if not self._leaves:  # a process that appended nothing since: one run
+                return last, None
             known = self._leaves.get(first)
             if known is None:
                 end = first
