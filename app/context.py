@@ -200,3 +200,10 @@ def attach(app: FastAPI, context: AppContext) -> None:
 def context_of(request: Request) -> AppContext:
     context: AppContext = request.app.state.context
     return context
+
+
+async def context_dependency(request: Request) -> AppContext:
+    """`context_of` as a route dependency. Async on purpose: FastAPI runs a plain function
+    dependency in the threadpool, a hop there and back on every request for an attribute
+    read."""
+    return context_of(request)

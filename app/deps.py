@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 
 from app.auth.dependencies import current_principal, decision_caller, require, source_ip
 from app.auth.principal import Principal
-from app.context import AppContext, context_of
+from app.context import AppContext, context_dependency
 from app.db import read_session, write_session
 from app.vocabulary import Role
 
-ContextDep = Annotated[AppContext, Depends(context_of)]
+ContextDep = Annotated[AppContext, Depends(context_dependency)]
 SourceIpDep = Annotated[str | None, Depends(source_ip)]
 ReadSessionDep = Annotated[Session, Depends(read_session)]
 # scope="function": the dependency's exit (the commit) runs when the handler returns,
