@@ -189,7 +189,7 @@ def load(url: str, built: Built, signer: Signer) -> None:
                 conn.execute(insert(Event), rows[start : start + CHUNK])
     if engine.dialect.name == "postgresql":  # as autovacuum would have, over time
         with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
-            conn.execute(text("VACUUM ANALYZE events"))
+            conn.execute(text("VACUUM ANALYZE"))
     engine.dispose()
 
 
