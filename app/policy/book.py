@@ -29,6 +29,11 @@ from app.policy.evaluator import CompiledPolicy
 from app.policy.loader import compile_content
 from app.vocabulary import Kind
 
+_events = Event.__table__.c
+# Asked before every decision group: built once, on the table's columns (the ORM's
+# statement building and execution path were 3% of a decision's server CPU).
+_LATEST_POLICY_SEQ: Final = select(func.max(_events.seq)).where(_events.kind == Kind.policy)
+
 ACTIVATE: Final = "activate"
 
 
@@ -78,7 +83,7 @@ class PolicyBook:
     def refresh(self, session: Session) -> None:
         """Read the activations again if a `policy` event was appended since the last
         refresh (one indexed query otherwise)."""
-        latest = session.scalar(select(func.max(Event.seq)).where(Event.kind == Kind.policy))
+        latest = session.execute(_LATEST_POLICY_SEQ).scalar()
         if latest == self._seen:
             return
         with self._lock:
