@@ -227,6 +227,13 @@ def _serve(args: argparse.Namespace) -> int:
         # records, actors and filters, in plain text outside the log; the log itself and
         # /metrics (by route template) say what was done. It also costs every request.
         access_log=args.access_log,
+        # Named, not left to uvicorn's "auto" (which takes uvloop and httptools whenever
+        # they are installed): under the floods of bench/isolation.py, uvloop let them
+        # starve ordinary decisions (flooded p99 6.8 s against 0.27 s with asyncio's loop)
+        # and httptools doubled the flooded p99 (0.9-1.1 s), for 0.07-0.24 ms of CPU a
+        # request saved when calm. Isolation first; docs/operations.md has the figures.
+        http="h11",
+        loop="asyncio",
     )
     return 0
 

@@ -130,6 +130,10 @@ def trivial_server_command(port: int) -> list[str]:
         "--log-level",
         "info",
         "--no-access-log",
+        "--http",
+        "h11",
+        "--loop",
+        "asyncio",
     ]
 
 

@@ -138,3 +138,17 @@ def test_serve_writes_request_lines_only_when_asked(
     assert seen["app"] == "app.main:app"
     assert seen["port"] == 8123
     assert seen["access_log"] is logged
+
+
+def test_serve_names_the_parser_and_loop_that_kept_decisions_isolated(
+    environment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn's "auto" takes uvloop and httptools whenever they are installed; under
+    floods they let ordinary decisions starve (docs/operations.md), so `serve` names h11
+    and asyncio's loop."""
+    import uvicorn
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(options, app=app))
+    assert main(["serve", "--port", "8123"]) == 0
+    assert (seen["http"], seen["loop"]) == ("h11", "asyncio")
